@@ -1,0 +1,2 @@
+/* placeholder until the app worker lands */
+int main(void) { return 0; }
