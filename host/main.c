@@ -1,3 +1,49 @@
-/* placeholder until the host lands */
+/* host/main.c: bin/moonspace, one binary with subcommands. */
 #include <stdio.h>
-int main(void) { puts("moonspace"); return 0; }
+#include <string.h>
+
+#include "runtime/cli.h"
+
+/* Weak so that a tree where a module has not landed yet still links; the command then
+ * says it is not built. */
+#pragma weak ms_cli_generate
+#pragma weak ms_cli_tokenize
+#pragma weak ms_cli_embed
+#pragma weak ms_cli_classify
+#pragma weak ms_cli_chat_template
+
+typedef int (*cmd_fn)(int argc, char **argv);
+struct command { const char *name; cmd_fn fn; const char *summary; };
+
+static int usage(FILE *f);
+
+static const struct command commands[] = {
+	{"generate", ms_cli_generate, "generate text with a causal LM checkpoint"},
+	{"tokenize", ms_cli_tokenize, "print token ids (or --decode ids) with a checkpoint's tokenizer"},
+	{"embed", ms_cli_embed, "print a sentence embedding as a JSON array"},
+	{"classify", ms_cli_classify, "print labels and scores for a text"},
+	{"chat-template", ms_cli_chat_template, "render a checkpoint's chat template for messages"},
+};
+
+static int usage(FILE *f) {
+	fprintf(f, "usage: moonspace COMMAND [ARGS...]\n\ncommands:\n");
+	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+		fprintf(f, "  %-14s %s\n", commands[i].name, commands[i].summary);
+	fprintf(f, "\n`moonspace COMMAND --help` describes each.\n");
+	return f == stderr ? 2 : 0;
+}
+
+int main(int argc, char **argv) {
+	if (argc < 2) return usage(stderr);
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) return usage(stdout);
+	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+		if (strcmp(argv[1], commands[i].name) != 0) continue;
+		if (!commands[i].fn) {
+			fprintf(stderr, "moonspace: %s is not built into this binary\n", argv[1]);
+			return 2;
+		}
+		return commands[i].fn(argc - 1, argv + 1);
+	}
+	fprintf(stderr, "moonspace: unknown command '%s'\n", argv[1]);
+	return usage(stderr);
+}
