@@ -56,13 +56,14 @@ const char *ms_store_errmsg(ms_store *st);
  * BUILDING, SLEEPING, RUNTIME_ERROR, BUILD_ERROR, CONFIG_ERROR, NO_APP_FILE). */
 
 /* Inserts or updates an app. card_json is the cardData JSON object text (the list search
- * reads title, short_description, tags, pinned and private from it) or NULL ("{}").
- * created_at is kept from the first insert; updated_at is set to now only when card_json,
- * revision, status or error changed (so restarting the host does not look like activity).
+ * reads title, short_description, tags, pinned and private from it) or NULL ("{}");
+ * MS_EINVAL when it is not a JSON object. created_at is kept from the first insert;
+ * updated_at (the Hub's lastModified) is set to now only when card_json or revision
+ * changed, so restarting the host or a status change does not look like an edit.
  * error may be NULL. */
 int ms_store_app_upsert(ms_store *st, const char *id, const char *card_json, const char *status,
 			const char *error, const char *revision);
-/* Sets status and error only (updated_at as above). MS_ENOENT for an unknown app. */
+/* Sets status and error only (updated_at unchanged). MS_ENOENT for an unknown app. */
 int ms_store_app_set_status(ms_store *st, const char *id, const char *status, const char *error);
 /* Removes the app row and its run statistics. Likes are kept (keyed by id), so an app that
  * is moved away and back keeps them. MS_ENOENT when absent. */
