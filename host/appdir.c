@@ -452,7 +452,8 @@ static int scan_app(scan *sc, const char *root, const char *owner, const char *n
 	char id[MS_APP_ID_MAX], dir[PATH_MAX];
 	snprintf(id, sizeof id, "%s/%s", owner, name);
 	if (scan_has(sc, id)) {
-		MS_WARN("appdir", "%s/%s: ignored, %s was already found in an earlier apps directory", root, id, id);
+		if (!sc->prev || !ms_appset_find(sc->prev, id)) /* once, not on every poll */
+			MS_WARN("appdir", "%s/%s: ignored, %s was already found in an earlier apps directory", root, id, id);
 		return 0;
 	}
 	snprintf(dir, sizeof dir, "%s/%s/%s", root, owner, name);
@@ -518,7 +519,7 @@ static int scan_root(scan *sc, const char *root) {
 	size_t nowners;
 	int rc = list_names(root, &owners, &nowners);
 	if (rc && rc != MS_ENOMEM) {
-		MS_WARN("appdir", "%s: cannot read the apps directory: %s", root, ms_strerror(rc));
+		if (!sc->prev) MS_WARN("appdir", "%s: cannot read the apps directory: %s", root, ms_strerror(rc));
 		rc = 0;
 	}
 	for (size_t i = 0; i < nowners && !rc; i++) {
