@@ -69,6 +69,25 @@ const ms_appfile *ms_appsrc_file(const ms_appsrc *a, const char *path) {
 	return bsearch(&key, a->files, a->nfiles, sizeof key, file_cmp);
 }
 
+char *ms_appsrc_card_json(const ms_appsrc *a) {
+	json_t *j;
+	if (a->has_card) {
+		j = ms_card_to_json(&a->card);
+	} else if (a->card.data && json_is_object(a->card.data)) {
+		j = json_deep_copy(a->card.data);
+		json_t *p = j ? json_object_get(j, "private") : NULL;
+		if (p && !json_is_false(p) && json_object_set_new(j, "private", json_true())) {
+			json_decref(j);
+			j = NULL;
+		}
+	} else {
+		j = json_object();
+	}
+	char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	json_decref(j);
+	return s;
+}
+
 /* ---------------------------------------------------------------- tree walk */
 
 typedef struct walk_entry {

@@ -456,7 +456,13 @@ int ms_card_parse(ms_card *c, const char *text, size_t len, char *err, size_t er
 		c->html = c->body_md ? ms_markdown_to_html(c->body_md, strlen(c->body_md)) : NULL;
 		if (!c->html) rc = ms_errf(err, errlen, MS_ENOMEM, "README.md: out of memory");
 	}
-	if (rc) ms_card_free(c);
+	if (rc) {
+		/* keep the raw front matter when the YAML itself was fine, so that a card with a
+		 * bad field can still be honoured where it matters (private: true) */
+		json_t *data = rc == MS_EFORMAT ? json_incref(c->data) : NULL;
+		ms_card_free(c);
+		c->data = data;
+	}
 	return rc;
 }
 

@@ -132,6 +132,42 @@ TEST(missing_app_file_and_bad_card) {
 	CHECK_INT(a->status, MS_APP_NO_APP_FILE);
 	CHECK_STR(a->error, "main.lua not found: create it or set app_file in README.md");
 	CHECK_STR(ms_app_status_name(a->status), "NO_APP_FILE");
+	/* cardData for the store: normalised when the card parsed */
+	char *cj = ms_appsrc_card_json(a);
+	json_t *j = json_loads(cj, 0, NULL);
+	CHECK_STR(json_string_value(json_object_get(j, "app_file")), "main.lua");
+	CHECK_INT(json_integer_value(json_object_get(j, "timeout")), 60);
+	json_decref(j);
+	free(cj);
+	ms_appset_free(&set);
+	rmroot();
+}
+
+TEST(private_survives_bad_card) {
+	mkroot();
+	put("o/p/README.md", "---\ntitle: Secret\nprivate: true\ncolorFrom: orange\n---\n");
+	put("o/p/app.lua", "return 1\n");
+	put("o/q/README.md", "---\ntitle: Typo\nprivate: yes please\n---\n");
+	put("o/q/app.lua", "return 1\n");
+	put("o/r/README.md", "---\nbroken: [\n---\n");
+	put("o/r/app.lua", "return 1\n");
+	ms_appset set;
+	const char *ids[] = {"o/p", "o/q", "o/r"};
+	const char *want_private[] = {"true", "true", NULL};
+	CHECK(scan_one(&set, "o/p") != NULL);
+	for (int i = 0; i < 3; i++) {
+		ms_appsrc *a = ms_appset_find(&set, ids[i]);
+		CHECK_INT(a->status, MS_APP_CONFIG_ERROR);
+		char *cj = ms_appsrc_card_json(a);
+		CHECK(cj != NULL);
+		json_t *j = json_loads(cj, 0, NULL);
+		CHECK(json_is_object(j));
+		json_t *p = json_object_get(j, "private");
+		if (want_private[i]) CHECK_MSG(json_is_true(p), "%s: %s", ids[i], cj);
+		else CHECK_STR(cj, "{}");
+		json_decref(j);
+		free(cj);
+	}
 	ms_appset_free(&set);
 	rmroot();
 }
