@@ -338,8 +338,9 @@ static int apply_field(field_ctx *fc, const char *key, yaml_node_t *v) {
 		if ((rc = parse_list(fc, key, v, &c->models, &c->nmodels))) return rc;
 		for (size_t i = 0; i < c->nmodels; i++) {
 			char repo[256], rev[256];
+			yaml_node_t *at = v->type == YAML_SEQUENCE_NODE ? yaml_document_get_node(fc->cv->doc, v->data.sequence.items.start[i]) : v;
 			if (ms_card_model_split(c->models[i], repo, sizeof repo, rev, sizeof rev))
-				return FIELD_ERR(fc, v, "models: \"%s\" is not a model id: write org/name or org/name@revision (e.g. openai-community/gpt2)",
+				return FIELD_ERR(fc, at ? at : v, "models: \"%s\" is not a model id: write org/name or org/name@revision (e.g. openai-community/gpt2)",
 						 c->models[i]);
 		}
 		return 0;

@@ -182,6 +182,14 @@ TEST(bad_fields) {
 	}
 }
 
+TEST(error_points_at_item) {
+	ms_card c;
+	char err[256];
+	CHECK_INT(parse(&c, "---\ntitle: x\nmodels:\n  - good/one\n  - bad\n---\n", err, sizeof err), MS_EFORMAT);
+	CHECK_MSG(strstr(err, "README.md line 5: models: \"bad\" is not a model id") == err, "%s", err);
+	ms_card_free(&c);
+}
+
 TEST(alias_bomb) {
 	/* billion laughs: must stop at the node limit quickly */
 	const char *y = "---\na: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
