@@ -69,6 +69,12 @@ const ms_appfile *ms_appsrc_file(const ms_appsrc *a, const char *path) {
 	return bsearch(&key, a->files, a->nfiles, sizeof key, file_cmp);
 }
 
+int ms_appsrc_private(const ms_appsrc *a) {
+	if (a->has_card) return a->card.private_;
+	json_t *p = a->card.data ? json_object_get(a->card.data, "private") : NULL;
+	return p && !json_is_false(p);
+}
+
 char *ms_appsrc_card_json(const ms_appsrc *a) {
 	json_t *j;
 	if (a->has_card) {

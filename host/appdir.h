@@ -79,6 +79,10 @@ void ms_appsrc_unref(ms_appsrc *a);   /* frees at zero; NULL is fine */
  * value other than false (a typo must not publish a private app); else "{}". Malloc'd;
  * NULL on out-of-memory. */
 char *ms_appsrc_card_json(const ms_appsrc *a);
+/* Whether the app must be treated as private: card.private_ when the card parsed;
+ * otherwise 1 when the raw front matter has a "private" key with any value other than
+ * false (same rule as ms_appsrc_card_json). Use this, not card.private_, for access checks. */
+int ms_appsrc_private(const ms_appsrc *a);
 
 /* A file of the app by relative path ("lib/util.lua"), or NULL. */
 const ms_appfile *ms_appsrc_file(const ms_appsrc *a, const char *path);

@@ -136,6 +136,7 @@ TEST(missing_app_file_and_bad_card) {
 	char *cj = ms_appsrc_card_json(a);
 	json_t *j = json_loads(cj, 0, NULL);
 	CHECK_STR(json_string_value(json_object_get(j, "app_file")), "main.lua");
+	CHECK_INT(ms_appsrc_private(a), 0);
 	CHECK_INT(json_integer_value(json_object_get(j, "timeout")), 60);
 	json_decref(j);
 	free(cj);
@@ -163,6 +164,7 @@ TEST(private_survives_bad_card) {
 		json_t *j = json_loads(cj, 0, NULL);
 		CHECK(json_is_object(j));
 		json_t *p = json_object_get(j, "private");
+		CHECK_INT(ms_appsrc_private(a), want_private[i] != NULL);
 		if (want_private[i]) CHECK_MSG(json_is_true(p), "%s: %s", ids[i], cj);
 		else CHECK_STR(cj, "{}");
 		json_decref(j);
