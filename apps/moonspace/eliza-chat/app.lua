@@ -11,14 +11,22 @@ local rules = {
   { "hello", function(_, mem) return "Hello" .. (mem.name and (", " .. mem.name) or "") .. ". What is on your mind?" end },
 }
 
+-- A pattern that matches letters in either case, so captures keep the user's spelling.
+local function caseless(pattern)
+  return (pattern:gsub("%%?%a", function(c)
+    if #c == 2 then return c end
+    return "[" .. c:lower() .. c:upper() .. "]"
+  end))
+end
+
 local function reflect(text)
   return (text:gsub("%w+", function(w) return reflections[w:lower()] or w end))
 end
 
 local function reply(text, mem)
-  local lower = text:lower():gsub("[%.!?]+$", "")
+  local said = text:gsub("[%.!?]+$", "")
   for _, rule in ipairs(rules) do
-    local m = lower:match(rule[1])
+    local m = said:match(caseless(rule[1]))
     if m then return rule[2](reflect(m), mem) end
   end
   mem.turns = (mem.turns or 0) + 1
