@@ -20,7 +20,8 @@ s.test("predict with keyword arguments and defaults", async ({ host }) => {
 
 s.test("a streamed call delivers partial results, then the final one", async ({ host }) => {
   const client = await Client.connect(host.url + "/spaces/moonspace/streaming-demo/");
-  const job = client.submit("/typewriter", { text: "one two three four five", delay_ms: 0 });
+  // all_events: status messages (progress, completion) as well as data
+  const job = client.submit("/typewriter", { text: "one two three four five", delay_ms: 0 }, undefined, undefined, true);
   const partial = [];
   let final, sawProgress = false;
   for await (const msg of job) {
@@ -50,7 +51,7 @@ s.test("an app error rejects with the app's message", async ({ host }) => {
 
 s.test("cancel stops a running call", async ({ host }) => {
   const client = await Client.connect(host.url + "/spaces/test/slow/");
-  const job = client.submit("/predict", [20]);
+  const job = client.submit("/predict", [20], undefined, undefined, true);
   const seen = [];
   const reader = (async () => {
     for await (const msg of job) {
@@ -62,6 +63,7 @@ s.test("cancel stops a running call", async ({ host }) => {
   const t0 = Date.now();
   await job.cancel();
   await Promise.race([reader, sleep(8000)]);
+  assert(seen.includes("generating") || seen.includes("pending"), "the call had started: " + seen);
   // the worker was interrupted: the next call runs at once
   const r = await client.predict("/predict", [0]);
   assertEq(r.data, ["slept 0 s"]);
