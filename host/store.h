@@ -27,7 +27,7 @@
 #define MS_STORE_SCHEMA_VERSION 3
 /* Run durations kept per app for p95 / recent average (older runs are pruned). */
 #define MS_STORE_RECENT_RUNS 1000
-/* Token text: "ms_" + 64 hex digits (32 random bytes) + NUL = 68 bytes. */
+/* Token text: "ms_" + 64 hex digits (32 random bytes) + NUL. */
 #define MS_TOKEN_LEN 68
 #define MS_TOKEN_NAME_MAX 64
 
