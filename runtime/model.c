@@ -369,7 +369,12 @@ int ms_model_generate(ms_model *m, const char *prompt, const ms_gen_opts *o, ms_
 	text_ctx t = {.o = o, .cb = cb, .ud = ud};
 	ms_buf_init(&t.text);
 	ms_detok_stream_init(&t.ds, m->tok, 1);
-	rc = ms_model_generate_ids(m, ids, n, o, on_token, &t, NULL, NULL, stats);
+	/* the prompt goes through the stream first (its text dropped) so that the continuation
+	 * is decoded in context: decoders such as Strip act on the start of the whole text */
+	for (size_t i = 0; i < n; i++)
+		if (ms_detok_stream_push(&t.ds, ids[i], &t.text) != 0) t.err = MS_ENOMEM;
+	ms_buf_reset(&t.text);
+	if (!t.err) rc = ms_model_generate_ids(m, ids, n, o, on_token, &t, NULL, NULL, stats);
 	if (rc == 0 && !t.stop_hit && t.err == 0) {
 		if (ms_detok_stream_finish(&t.ds, &t.text) == 0) flush_text(&t, 1);
 	}
