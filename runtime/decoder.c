@@ -119,31 +119,33 @@ static void rope(float *vec, int n_heads, int hd, int pos, float theta) {
 }
 
 typedef struct {
-	ms_session *s;
-	int layer, n, pos0;
+	ms_model *m;
+	int layer, n;
 } attn_job;
 
-/* One (token, head) pair per unit of work, split across the pool. */
+/* One (row, head) pair per unit of work, split across the pool. Row i attends over its
+ * own session's cache, positions 0..pos[i]. */
 static void attn_task(void *ctx, int t, int nt) {
 	const attn_job *j = ctx;
-	ms_session *s = j->s;
-	const ms_config *c = &s->m->cfg;
+	ms_dec_ws *ws = j->m->ws;
+	const ms_config *c = &j->m->cfg;
 	int hd = c->head_dim, kv_dim = c->n_kv_heads * hd, group = c->n_heads / c->n_kv_heads;
 	int units = j->n * c->n_heads;
 	int u0 = (int)((long)units * t / nt), u1 = (int)((long)units * (t + 1) / nt);
 	float scale = 1.0f / sqrtf((float)hd);
-	size_t loff = (size_t)j->layer * s->max_seq * kv_dim;
 	for (int u = u0; u < u1; u++) {
-		int i = u / c->n_heads, h = u % c->n_heads, pos = j->pos0 + i;
-		const float *q = s->q + (size_t)i * c->dim + h * hd;
-		float *att = s->att + ((size_t)i * c->n_heads + h) * s->max_seq;
+		int i = u / c->n_heads, h = u % c->n_heads, pos = ws->pos[i];
+		const ms_session *s = ws->sess[i];
+		size_t loff = (size_t)j->layer * s->max_seq * kv_dim;
+		const float *q = ws->q + (size_t)i * c->dim + h * hd;
+		float *att = ws->att + ((size_t)i * c->n_heads + h) * ws->att_len;
 		int kvh = h / group;
 		for (int p = 0; p <= pos; p++) {
 			const float *k = s->key_cache + loff + (size_t)p * kv_dim + kvh * hd;
 			att[p] = ms_dot(q, k, hd) * scale;
 		}
 		ms_softmax(att, pos + 1);
-		float *out = s->xb + (size_t)i * c->dim + h * hd;
+		float *out = ws->xb + (size_t)i * c->dim + h * hd;
 		memset(out, 0, (size_t)hd * sizeof *out);
 		for (int p = 0; p <= pos; p++) {
 			const float *v = s->value_cache + loff + (size_t)p * kv_dim + kvh * hd;
@@ -153,77 +155,134 @@ static void attn_task(void *ctx, int t, int nt) {
 	}
 }
 
-int ms_dec_forward(ms_session *s, const int32_t *ids, int n, int all, const atomic_int *cancel) {
-	ms_model *m = s->m;
+int ms_dec_ws_alloc(ms_model *m) {
+	const ms_config *c = &m->cfg;
+	if (m->ws) return 0;
+	ms_dec_ws *ws = calloc(1, sizeof *ws);
+	if (!ws) return MS_ENOMEM;
+	ws->x = malloc((size_t)MS_CHUNK * c->dim * sizeof(float));
+	ws->xb = malloc((size_t)MS_CHUNK * c->dim * sizeof(float));
+	ws->xb2 = malloc((size_t)MS_CHUNK * c->dim * sizeof(float));
+	ws->q = malloc((size_t)MS_CHUNK * c->dim * sizeof(float));
+	ws->hb = malloc((size_t)MS_CHUNK * c->hidden_dim * sizeof(float));
+	ws->hb2 = malloc((size_t)MS_CHUNK * c->hidden_dim * sizeof(float));
+	ws->logits = malloc((size_t)MS_CHUNK * c->vocab_size * sizeof(float));
+	m->ws = ws;
+	if (!ws->x || !ws->xb || !ws->xb2 || !ws->q || !ws->hb || !ws->hb2 || !ws->logits) return MS_ENOMEM;
+	return 0;
+}
+
+void ms_dec_ws_free(ms_model *m) {
+	ms_dec_ws *ws = m->ws;
+	if (!ws) return;
+	free(ws->x);
+	free(ws->xb);
+	free(ws->xb2);
+	free(ws->q);
+	free(ws->hb);
+	free(ws->hb2);
+	free(ws->att);
+	free(ws->logits);
+	free(ws);
+	m->ws = NULL;
+}
+
+/* K and V of row i go straight into its session's cache: matmul outputs are strided rows
+ * there, so they are computed into scratch and copied (rows of different sessions are
+ * not contiguous). */
+int ms_dec_forward(ms_model *m, ms_session *const *sess, const int32_t *ids, int n, int all,
+		   const atomic_int *cancel) {
 	const ms_config *c = &m->cfg;
 	const ms_dec_weights *w = &m->dec;
+	ms_dec_ws *ws = m->ws;
 	int llama = c->arch == MS_ARCH_LLAMA;
 	int dim = c->dim, hd = c->head_dim, kv_dim = c->n_kv_heads * hd, hid = c->hidden_dim;
-	int pos0 = s->pos;
-	if (n <= 0 || n > MS_CHUNK) return MS_EINVAL;
-	if (pos0 + n > s->max_seq || (!llama && pos0 + n > c->max_pos)) return MS_ERANGE;
-	for (int i = 0; i < n; i++)
+	if (n <= 0 || n > MS_CHUNK || !ws) return MS_EINVAL;
+	for (int i = 0; i < n; i++) {
+		int before = 0;
+		for (int k = 0; k < i; k++) before += sess[k] == sess[i];
+		ws->sess[i] = sess[i];
+		ws->pos[i] = sess[i]->pos + before;
+		if (ws->pos[i] >= sess[i]->max_seq || ws->pos[i] >= c->max_pos) return MS_ERANGE;
 		if (ids[i] < 0 || ids[i] >= c->vocab_size) return MS_ERANGE;
+	}
+
+	int need = 0;
+	for (int i = 0; i < n; i++) need = ws->pos[i] + 1 > need ? ws->pos[i] + 1 : need;
+	if (need > ws->att_len) { /* scores for up to `need` positions per (row, head) */
+		int len = need < 256 ? 256 : need;
+		if (len < 2 * ws->att_len && 2 * ws->att_len <= c->max_pos) len = 2 * ws->att_len;
+		float *na = realloc(ws->att, (size_t)MS_CHUNK * c->n_heads * len * sizeof(float));
+		if (!na) return MS_ENOMEM;
+		ws->att = na, ws->att_len = len;
+	}
 
 	/* x[n][dim]: token (+ position) embeddings */
 	for (int i = 0; i < n; i++) {
-		float *x = s->x + (size_t)i * dim;
+		float *x = ws->x + (size_t)i * dim;
 		memcpy(x, w->tok_emb + (size_t)ids[i] * dim, (size_t)dim * sizeof *x);
 		if (!llama)
-			for (int e = 0; e < dim; e++) x[e] += w->pos_emb[(size_t)(pos0 + i) * dim + e];
+			for (int e = 0; e < dim; e++) x[e] += w->pos_emb[(size_t)ws->pos[i] * dim + e];
 	}
 	for (int l = 0; l < c->n_layers; l++) {
 		if (cancel && atomic_load(cancel)) return MS_ECANCELED;
 		const ms_dec_layer *L = &w->layers[l];
-		size_t loff = (size_t)l * s->max_seq * kv_dim;
-		float *kc = s->key_cache + loff + (size_t)pos0 * kv_dim, *vc = s->value_cache + loff + (size_t)pos0 * kv_dim;
 		for (int i = 0; i < n; i++) {
-			const float *x = s->x + (size_t)i * dim;
-			float *xb = s->xb + (size_t)i * dim;
+			const float *x = ws->x + (size_t)i * dim;
+			float *xb = ws->xb + (size_t)i * dim;
 			if (llama) ms_rmsnorm(xb, x, L->ln1_w, dim, c->norm_eps);
 			else ms_layernorm(xb, x, L->ln1_w, L->ln1_b, dim, c->norm_eps);
 		}
-		/* q[n][dim]; k, v written straight into the cache rows pos0..pos0+n-1 */
-		ms_matmul(&m->pool, s->q, s->xb, L->wq, L->bq, n, dim, dim);
-		ms_matmul(&m->pool, kc, s->xb, L->wk, L->bk, n, kv_dim, dim);
-		ms_matmul(&m->pool, vc, s->xb, L->wv, L->bv, n, kv_dim, dim);
-		if (llama)
-			for (int i = 0; i < n; i++) {
-				rope(s->q + (size_t)i * dim, c->n_heads, hd, pos0 + i, c->rope_theta);
-				rope(kc + (size_t)i * kv_dim, c->n_kv_heads, hd, pos0 + i, c->rope_theta);
+		/* q[n][dim]; k, v [n][kv_dim] into hb / hb2 (free until the FFN), then the caches */
+		ms_matmul(&m->pool, ws->q, ws->xb, L->wq, L->bq, n, dim, dim);
+		ms_matmul(&m->pool, ws->hb, ws->xb, L->wk, L->bk, n, kv_dim, dim);
+		ms_matmul(&m->pool, ws->hb2, ws->xb, L->wv, L->bv, n, kv_dim, dim);
+		for (int i = 0; i < n; i++) {
+			ms_session *s = sess[i];
+			size_t off = ((size_t)l * s->max_seq + ws->pos[i]) * kv_dim;
+			float *k = ws->hb + (size_t)i * kv_dim;
+			if (llama) {
+				rope(ws->q + (size_t)i * dim, c->n_heads, hd, ws->pos[i], c->rope_theta);
+				rope(k, c->n_kv_heads, hd, ws->pos[i], c->rope_theta);
 			}
-		attn_job aj = {s, l, n, pos0};
-		if ((size_t)n * c->n_heads * (pos0 + n) * hd < 16384) attn_task(&aj, 0, 1);
+			memcpy(s->key_cache + off, k, (size_t)kv_dim * sizeof(float));
+			memcpy(s->value_cache + off, ws->hb2 + (size_t)i * kv_dim, (size_t)kv_dim * sizeof(float));
+		}
+		attn_job aj = {m, l, n};
+		if ((size_t)n * c->n_heads * (ws->pos[n - 1] + 1) * hd < 16384) attn_task(&aj, 0, 1);
 		else ms_pool_run(&m->pool, attn_task, &aj);
-		ms_matmul(&m->pool, s->xb2, s->xb, L->wo, L->bo, n, dim, dim);
-		for (size_t e = 0; e < (size_t)n * dim; e++) s->x[e] += s->xb2[e];
+		ms_matmul(&m->pool, ws->xb2, ws->xb, L->wo, L->bo, n, dim, dim);
+		for (size_t e = 0; e < (size_t)n * dim; e++) ws->x[e] += ws->xb2[e];
 
 		for (int i = 0; i < n; i++) {
-			const float *x = s->x + (size_t)i * dim;
-			float *xb = s->xb + (size_t)i * dim;
+			const float *x = ws->x + (size_t)i * dim;
+			float *xb = ws->xb + (size_t)i * dim;
 			if (llama) ms_rmsnorm(xb, x, L->ln2_w, dim, c->norm_eps);
 			else ms_layernorm(xb, x, L->ln2_w, L->ln2_b, dim, c->norm_eps);
 		}
-		ms_matmul(&m->pool, s->hb, s->xb, L->w1, L->b1, n, hid, dim);
+		ms_matmul(&m->pool, ws->hb, ws->xb, L->w1, L->b1, n, hid, dim);
 		if (llama) {
-			ms_matmul(&m->pool, s->hb2, s->xb, L->w3, NULL, n, hid, dim);
-			for (size_t e = 0; e < (size_t)n * hid; e++) s->hb[e] = ms_silu(s->hb[e]) * s->hb2[e];
+			ms_matmul(&m->pool, ws->hb2, ws->xb, L->w3, NULL, n, hid, dim);
+			for (size_t e = 0; e < (size_t)n * hid; e++) ws->hb[e] = ms_silu(ws->hb[e]) * ws->hb2[e];
 		} else {
 			for (size_t e = 0; e < (size_t)n * hid; e++)
-				s->hb[e] = c->act == MS_ACT_GELU ? ms_gelu(s->hb[e]) : ms_gelu_new(s->hb[e]);
+				ws->hb[e] = c->act == MS_ACT_GELU ? ms_gelu(ws->hb[e]) : ms_gelu_new(ws->hb[e]);
 		}
-		ms_matmul(&m->pool, s->xb2, s->hb, L->w2, L->b2, n, dim, hid);
-		for (size_t e = 0; e < (size_t)n * dim; e++) s->x[e] += s->xb2[e];
+		ms_matmul(&m->pool, ws->xb2, ws->hb, L->w2, L->b2, n, dim, hid);
+		for (size_t e = 0; e < (size_t)n * dim; e++) ws->x[e] += ws->xb2[e];
 	}
 	if (cancel && atomic_load(cancel)) return MS_ECANCELED;
-	int first = all ? 0 : n - 1;
-	for (int i = first; i < n; i++) {
-		const float *x = s->x + (size_t)i * dim;
-		float *xb = s->xb + (size_t)(i - first) * dim;
+	int n_out = 0;
+	for (int i = 0; i < n; i++) {
+		int last = 1;
+		for (int k = i + 1; k < n && last; k++) last = sess[k] != sess[i];
+		if (!all && !last) continue;
+		const float *x = ws->x + (size_t)i * dim;
+		float *xb = ws->xb + (size_t)n_out++ * dim;
 		if (llama) ms_rmsnorm(xb, x, w->lnf_w, dim, c->norm_eps);
 		else ms_layernorm(xb, x, w->lnf_w, w->lnf_b, dim, c->norm_eps);
 	}
-	ms_matmul(&m->pool, s->logits, s->xb, w->head, NULL, n - first, c->vocab_size, dim);
-	s->pos += n;
+	ms_matmul(&m->pool, ws->logits, ws->xb, w->head, NULL, n_out, c->vocab_size, dim);
+	for (int i = 0; i < n; i++) sess[i]->pos = ws->pos[i] + 1 > sess[i]->pos ? ws->pos[i] + 1 : sess[i]->pos;
 	return 0;
 }

@@ -51,6 +51,12 @@ int ms_session_pos(const ms_session *s);
 int ms_session_forward(ms_session *s, const int32_t *ids, size_t n, float *logits_last, float *logits_all,
 		       const atomic_int *cancel);
 
+/* One decode step for n distinct sessions of one model at once (batched generation: the
+ * weights are read once for all rows): ids[i] is fed to sess[i] at its position, and
+ * logits[i*vocab ...] receives its next-token logits. */
+int ms_session_step_batch(ms_session *const *sess, const int32_t *ids, size_t n, float *logits,
+			  const atomic_int *cancel);
+
 /* Logits at every position of a fresh sequence: out[n][vocab]. */
 int ms_model_logits(ms_model *m, const int32_t *ids, size_t n, float *out);
 

@@ -55,24 +55,33 @@ struct ms_model {
 	ms_config cfg;
 	ms_st st;
 	char *dir;
-	void **owned; /* upcast / transposed copies, freed with the model */
-	size_t n_owned, cap_owned;
 	ms_dec_weights dec;
 	ms_enc_weights enc;
 	ms_pool pool;
 	struct ms_tokenizer *tok; /* NULL when the checkpoint has no tokenizer */
+	void *arena;              /* weights copied out of the mapping (see ms_w_get) */
+	size_t arena_size, arena_used;
+	struct ms_dec_ws *ws;     /* decoders: forward-pass scratch */
 };
 
-/* Per-sequence state of a decoder: KV cache and scratch for chunks of up to MS_CHUNK tokens. */
-#define MS_CHUNK 32
+/* Per-sequence state of a decoder: its KV cache. */
 struct ms_session {
 	struct ms_model *m;
 	int max_seq, pos;
 	float *key_cache, *value_cache; /* [layers][max_seq][kv_dim] */
-	float *x, *xb, *xb2, *q, *hb, *hb2; /* [MS_CHUNK][dim or hidden] */
-	float *att;                          /* [MS_CHUNK][heads][max_seq] */
-	float *logits;                       /* [MS_CHUNK][vocab] */
 };
+
+/* Scratch for one forward pass of up to MS_CHUNK rows (tokens of one or several
+ * sessions), owned by the model: calls on one model do not overlap. */
+#define MS_CHUNK 32
+typedef struct ms_dec_ws {
+	float *x, *xb, *xb2, *q, *hb, *hb2; /* [MS_CHUNK][dim or hidden] */
+	float *att;                          /* [MS_CHUNK][heads][att_len] */
+	int att_len;                         /* grown to the longest context seen */
+	float *logits;                       /* [MS_CHUNK][vocab] */
+	struct ms_session *sess[MS_CHUNK];   /* the session and position of each row */
+	int pos[MS_CHUNK];
+} ms_dec_ws;
 
 /* Weight loading helpers (model.c): a tensor by name with its expected shape, as F32. */
 int ms_w_get(struct ms_model *m, const char *name, int64_t d0, int64_t d1, const float **out, char *err,
@@ -82,9 +91,14 @@ int ms_w_get_t(struct ms_model *m, const char *name, int64_t d0, int64_t d1, con
 	       size_t errlen);
 
 int ms_dec_load(struct ms_model *m, char *err, size_t errlen);
-/* Runs n tokens (n <= MS_CHUNK) at positions s->pos..; writes logits of every position
- * (all=1) or only the last one into s->logits; advances s->pos. */
-int ms_dec_forward(struct ms_session *s, const int32_t *ids, int n, int all, const atomic_int *cancel);
+/* One forward pass over n <= MS_CHUNK rows: row i feeds ids[i] to sess[i] at that session's
+ * next position (rows of one session in order). Logits go to m->ws->logits, one row of
+ * vocab floats per output row: every row (all=1) or, for each session, its last row in the
+ * batch (all=0), in row order. Advances each session's pos. */
+int ms_dec_forward(struct ms_model *m, struct ms_session *const *sess, const int32_t *ids, int n, int all,
+		   const atomic_int *cancel);
+int ms_dec_ws_alloc(struct ms_model *m);
+void ms_dec_ws_free(struct ms_model *m);
 
 int ms_enc_load(struct ms_model *m, char *err, size_t errlen);
 /* hidden: [n][dim] last hidden state; pooled (optional): [dim] pooler output (bert);
