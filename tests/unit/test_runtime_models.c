@@ -375,3 +375,54 @@ TEST(wrong_family_calls_rejected) {
 	CHECK_INT(ms_model_encode(m, bad, NULL, 2, h, NULL, NULL), MS_ERANGE);
 	ms_model_free(m);
 }
+
+/* Batched decoding (the model worker's path) gives each sequence the same tokens and
+ * logits as running it alone. */
+static void batch_matches_single(const char *dir, int threads) {
+	ms_model *m = load_model(dir, threads);
+	int vocab = ms_model_config(m)->vocab_size;
+	int32_t prompts[3][4] = {{1, 403, 407, 261}, {1, 300, 0, 0}, {1, 42, 43, 44}};
+	size_t plen[3] = {4, 2, 4};
+	enum { STEPS = 12 };
+	int32_t want[3][STEPS];
+	for (int s = 0; s < 3; s++) {
+		ms_gen_opts o;
+		ms_gen_opts_init(&o);
+		o.temperature = 0, o.max_new_tokens = STEPS, o.stop_on_eos = 0;
+		int32_t *out;
+		size_t n;
+		CHECK_INT(ms_model_generate_ids(m, prompts[s], plen[s], &o, NULL, NULL, &out, &n, NULL), 0);
+		CHECK_INT(n, STEPS);
+		memcpy(want[s], out, sizeof want[s]);
+		free(out);
+	}
+	ms_session *sess[3];
+	int32_t next[3];
+	float *lg = malloc(3 * (size_t)vocab * sizeof *lg), *single = malloc((size_t)vocab * sizeof *single);
+	for (int s = 0; s < 3; s++) {
+		CHECK_INT(ms_session_new(m, 64, &sess[s]), 0);
+		CHECK_INT(ms_session_forward(sess[s], prompts[s], plen[s], lg, NULL, NULL), 0);
+		next[s] = 0;
+		for (int v = 1; v < vocab; v++) if (lg[v] > lg[next[s]]) next[s] = v;
+	}
+	for (int step = 0; step < STEPS; step++) {
+		for (int s = 0; s < 3; s++) CHECK_INT(next[s], want[s][step]);
+		CHECK_INT(ms_session_step_batch(sess, next, 3, lg, NULL), 0);
+		for (int s = 0; s < 3; s++) {
+			int best = 0;
+			for (int v = 1; v < vocab; v++) if (lg[s * vocab + v] > lg[s * vocab + best]) best = v;
+			next[s] = best;
+			CHECK_INT(ms_session_pos(sess[s]), (int)plen[s] + step + 1);
+		}
+	}
+	/* a session must not appear twice in one step */
+	ms_session *dup[2] = {sess[0], sess[0]};
+	CHECK_INT(ms_session_step_batch(dup, next, 2, lg, NULL), MS_EINVAL);
+	for (int s = 0; s < 3; s++) ms_session_free(sess[s]);
+	free(lg);
+	free(single);
+	ms_model_free(m);
+}
+
+TEST(batched_steps_match_single_llama) { batch_matches_single("models/stories260K", 2); }
+TEST(batched_steps_match_single_gpt2) { batch_matches_single("models/tiny-random-gpt2", 1); }
