@@ -258,87 +258,37 @@ void ms_gen_opts_init(ms_gen_opts *o) {
 	o->stop_on_eos = 1;
 }
 
-int ms_model_generate_ids(ms_model *m, const int32_t *prompt, size_t n_prompt, const ms_gen_opts *o,
-			  ms_token_cb cb, void *ud, int32_t **out_ids, size_t *n_out, ms_gen_stats *stats) {
-	const ms_config *c = &m->cfg;
-	ms_gen_stats st = {0};
-	if (out_ids) *out_ids = NULL;
-	if (n_out) *n_out = 0;
-	if (n_prompt == 0 || n_prompt > (size_t)c->max_pos) return MS_ERANGE;
-	size_t total = n_prompt + (size_t)(o->max_new_tokens > 0 ? o->max_new_tokens : 0);
-	if (total > (size_t)c->max_pos) total = (size_t)c->max_pos;
+/* A generation in progress: its session, sampler, history and (text mode) streaming
+ * detokenizer with stop-string hold-back. Stepped alone or batched with others. */
+struct ms_gen {
+	ms_model *m;
 	ms_session *s;
-	int rc = ms_session_new(m, (int)total, &s);
-	if (rc != 0) return rc;
-	int32_t *hist = malloc((total + 1) * sizeof *hist);
-	float *logits = malloc((size_t)c->vocab_size * sizeof *logits);
-	ms_sampler smp = {0};
-	if (!hist || !logits || (rc = ms_sampler_init(&smp, c->vocab_size, o->temperature, o->top_k, o->top_p,
-						       o->repetition_penalty, o->seed)) != 0) {
-		rc = rc ? rc : MS_ENOMEM;
-		goto out;
-	}
-	memcpy(hist, prompt, n_prompt * sizeof *hist);
-	size_t nh = n_prompt;
-	int eos = c->eos_id;
-	if (m->tok && ms_tokenizer_eos_id && ms_tokenizer_eos_id(m->tok) >= 0) eos = ms_tokenizer_eos_id(m->tok);
-	double t0 = ms_now_ms();
-	rc = ms_session_forward(s, prompt, n_prompt, logits, NULL, o->cancel);
-	st.prompt_tokens = n_prompt;
-	st.prompt_ms = ms_now_ms() - t0;
-	t0 = ms_now_ms();
-	for (int i = 0; rc == 0 && i < o->max_new_tokens; i++) {
-		int32_t next = ms_sampler_sample(&smp, logits, hist, nh);
-		if (o->stop_on_eos && next == eos) {
-			st.stopped = 1;
-			break;
-		}
-		hist[nh++] = next;
-		st.gen_tokens++;
-		if (cb && cb(ud, next) != 0) {
-			st.stopped = 2;
-			break;
-		}
-		if (i + 1 == o->max_new_tokens) break;
-		if (s->pos >= s->max_seq) {
-			st.stopped = 4;
-			break;
-		}
-		rc = ms_session_forward(s, &next, 1, logits, NULL, o->cancel);
-	}
-	st.gen_ms = ms_now_ms() - t0;
-	if (rc == MS_ECANCELED) st.stopped = 3;
-	if (out_ids && (rc == 0 || rc == MS_ECANCELED)) {
-		*out_ids = malloc((st.gen_tokens + 1) * sizeof **out_ids);
-		if (*out_ids) memcpy(*out_ids, hist + n_prompt, st.gen_tokens * sizeof **out_ids);
-		if (n_out) *n_out = st.gen_tokens;
-	}
-out:
-	if (stats) *stats = st;
-	ms_sampler_free(&smp);
-	free(hist);
-	free(logits);
-	ms_session_free(s);
-	return rc;
-}
-
-typedef struct {
-	ms_detok_stream ds;
-	ms_buf text;    /* all text generated so far (for stop strings) */
-	size_t sent;    /* bytes of text handed to the callback */
-	const ms_gen_opts *o;
-	ms_text_cb cb;
+	ms_sampler smp;
+	ms_gen_opts o;
+	int32_t *hist;
+	size_t nh, n_prompt;
+	int32_t pending; /* sampled, not yet fed to the model */
+	int eos, done, rc;
+	ms_token_cb tcb;
+	ms_text_cb xcb;
 	void *ud;
-	int stop_hit, err;
-} text_ctx;
+	int text_mode;
+	ms_detok_stream ds;
+	ms_buf text; /* text generated so far (for stop strings) */
+	size_t sent; /* bytes of text handed to the callback */
+	int stop_hit;
+	ms_gen_stats st;
+	double t_gen0;
+};
 
-/* Longest stop-string prefix that the text ends with: held back until it resolves. */
-static size_t held_back(const text_ctx *t) {
+/* Length of the longest proper prefix of a stop string that the text ends with: held
+ * back until it resolves, so a stop string is never partly streamed. */
+static size_t held_back(const ms_gen *g) {
 	size_t hold = 0;
-	for (const char *const *sp = t->o->stop; sp && *sp; sp++) {
+	for (const char *const *sp = g->o.stop; sp && *sp; sp++) {
 		size_t sl = strlen(*sp);
 		for (size_t k = sl > 1 ? sl - 1 : 0; k > hold; k--)
-			if (k <= t->text.len && memcmp(t->text.data + t->text.len - k, *sp, k) == 0) {
+			if (k <= g->text.len && memcmp(g->text.data + g->text.len - k, *sp, k) == 0) {
 				hold = k;
 				break;
 			}
@@ -346,71 +296,248 @@ static size_t held_back(const text_ctx *t) {
 	return hold;
 }
 
-static int flush_text(text_ctx *t, int final) {
-	size_t end = t->text.len;
-	for (const char *const *sp = t->o->stop; sp && *sp; sp++) {
-		if (!**sp) continue;
-		char *hit = memmem(t->text.data + (t->sent > strlen(*sp) ? t->sent - strlen(*sp) : 0),
-				   t->text.len - (t->sent > strlen(*sp) ? t->sent - strlen(*sp) : 0), *sp, strlen(*sp));
-		if (hit && (size_t)(hit - t->text.data) < end) {
-			end = (size_t)(hit - t->text.data);
-			t->stop_hit = 1;
+/* Hands out the text that is final; returns non-zero when generation must stop. */
+static int flush_text(ms_gen *g, int final) {
+	size_t end = g->text.len;
+	for (const char *const *sp = g->o.stop; sp && *sp; sp++) {
+		size_t sl = strlen(*sp);
+		if (!sl) continue;
+		size_t from = g->sent > sl ? g->sent - sl : 0;
+		char *hit = g->text.len > from ? memmem(g->text.data + from, g->text.len - from, *sp, sl) : NULL;
+		if (hit && (size_t)(hit - g->text.data) < end) {
+			end = (size_t)(hit - g->text.data);
+			g->stop_hit = 1;
 		}
 	}
-	if (!t->stop_hit && !final) {
-		size_t h = held_back(t);
-		end = t->text.len - h;
-	}
-	if (end > t->sent) {
-		int r = t->cb ? t->cb(t->ud, t->text.data + t->sent, end - t->sent) : 0;
-		t->sent = end;
+	if (!g->stop_hit && !final) end = g->text.len - held_back(g);
+	if (end > g->sent) {
+		int r = g->xcb ? g->xcb(g->ud, g->text.data + g->sent, end - g->sent) : 0;
+		g->sent = end;
 		if (r) return 1;
 	}
-	return t->stop_hit;
+	return g->stop_hit;
 }
 
-static int on_token(void *ud, int32_t id) {
-	text_ctx *t = ud;
-	if (ms_detok_stream_push(&t->ds, id, &t->text) != 0) {
-		t->err = MS_ENOMEM;
-		return 1;
+static void finish(ms_gen *g, int reason) {
+	if (g->done) return;
+	g->done = 1;
+	g->st.stopped = reason;
+	g->st.gen_ms = ms_now_ms() - g->t_gen0;
+	if (g->text_mode && !g->stop_hit && g->rc == 0 && ms_detok_stream_finish(&g->ds, &g->text) == 0)
+		flush_text(g, 1);
+}
+
+/* A sampled token: stop, or emit it and keep it pending for the next step. */
+static void accept(ms_gen *g, int32_t next) {
+	if (g->o.stop_on_eos && next == g->eos) {
+		finish(g, 1);
+		return;
 	}
-	return flush_text(t, 0);
+	g->hist[g->nh++] = next;
+	g->st.gen_tokens++;
+	int stop = g->tcb ? g->tcb(g->ud, next) != 0 : 0;
+	if (!stop && g->text_mode) {
+		if (ms_detok_stream_push(&g->ds, next, &g->text) != 0) {
+			g->rc = MS_ENOMEM;
+			finish(g, 2);
+			return;
+		}
+		stop = flush_text(g, 0);
+	}
+	if (stop) finish(g, 2);
+	else if ((int)g->st.gen_tokens >= g->o.max_new_tokens) finish(g, 0);
+	else if (g->s->pos >= g->s->max_seq) finish(g, 4);
+	else g->pending = next;
+}
+
+int ms_gen_new(ms_model *m, const int32_t *prompt, size_t n_prompt, const ms_gen_opts *o, ms_token_cb tcb,
+	       ms_text_cb xcb, void *ud, ms_gen **out) {
+	const ms_config *c = &m->cfg;
+	*out = NULL;
+	if (n_prompt == 0 || n_prompt > (size_t)c->max_pos) return MS_ERANGE;
+	for (size_t i = 0; i < n_prompt; i++)
+		if (prompt[i] < 0 || prompt[i] >= c->vocab_size) return MS_ERANGE;
+	if (xcb && (!m->tok || !ms_detok_stream_init)) return MS_EUNSUPPORTED;
+	ms_gen *g = calloc(1, sizeof *g);
+	if (!g) return MS_ENOMEM;
+	g->m = m, g->o = *o, g->tcb = tcb, g->xcb = xcb, g->ud = ud, g->text_mode = xcb != NULL;
+	g->n_prompt = n_prompt;
+	ms_buf_init(&g->text);
+	size_t total = n_prompt + (size_t)(o->max_new_tokens > 0 ? o->max_new_tokens : 0);
+	if (total > (size_t)c->max_pos) total = (size_t)c->max_pos;
+	int rc = ms_session_new(m, (int)total, &g->s);
+	if (rc == 0 && !(g->hist = malloc((total + 1) * sizeof *g->hist))) rc = MS_ENOMEM;
+	if (rc == 0)
+		rc = ms_sampler_init(&g->smp, c->vocab_size, o->temperature, o->top_k, o->top_p, o->repetition_penalty,
+				     o->seed);
+	if (rc != 0) {
+		ms_gen_free(g);
+		return rc;
+	}
+	memcpy(g->hist, prompt, n_prompt * sizeof *g->hist);
+	g->nh = n_prompt;
+	g->eos = c->eos_id;
+	if (m->tok && ms_tokenizer_eos_id && ms_tokenizer_eos_id(m->tok) >= 0) g->eos = ms_tokenizer_eos_id(m->tok);
+	if (g->text_mode) {
+		ms_detok_stream_init(&g->ds, m->tok, 1);
+		/* the prompt goes through the stream first (its text dropped) so that the
+		 * continuation is decoded in context: decoders such as Strip act on the start of
+		 * the whole text */
+		for (size_t i = 0; i < n_prompt && rc == 0; i++) rc = ms_detok_stream_push(&g->ds, prompt[i], &g->text);
+		ms_buf_reset(&g->text);
+	}
+	*out = g;
+	return rc;
+}
+
+int ms_gen_prefill(ms_gen *g) {
+	if (g->done || g->st.prompt_tokens) return MS_ESTATE;
+	float *logits = malloc((size_t)g->m->cfg.vocab_size * sizeof *logits);
+	if (!logits) return MS_ENOMEM;
+	double t0 = ms_now_ms();
+	int rc = ms_session_forward(g->s, g->hist, g->n_prompt, logits, NULL, g->o.cancel);
+	g->st.prompt_tokens = g->n_prompt;
+	g->st.prompt_ms = ms_now_ms() - t0;
+	g->t_gen0 = ms_now_ms();
+	if (rc == 0 && g->o.max_new_tokens <= 0) finish(g, 0);
+	else if (rc == 0) accept(g, ms_sampler_sample(&g->smp, logits, g->hist, g->nh));
+	free(logits);
+	if (rc != 0) {
+		g->rc = rc;
+		finish(g, rc == MS_ECANCELED ? 3 : 2);
+	}
+	return rc;
+}
+
+int ms_gen_step_batch(ms_gen *const *gens, size_t n, const atomic_int *cancel) {
+	if (n == 0) return 0;
+	ms_model *m = gens[0]->m;
+	int vocab = m->cfg.vocab_size;
+	ms_session **sess = malloc(n * sizeof *sess);
+	int32_t *ids = malloc(n * sizeof *ids);
+	size_t *which = malloc(n * sizeof *which), k = 0;
+	int rc = 0;
+	if (!sess || !ids || !which) {
+		rc = MS_ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (gens[i]->m != m) {
+			rc = MS_EINVAL;
+			goto out;
+		}
+		if (gens[i]->done || !gens[i]->st.prompt_tokens) continue;
+		sess[k] = gens[i]->s, ids[k] = gens[i]->pending, which[k++] = i;
+	}
+	if (k == 0) goto out;
+	float *logits = malloc(k * (size_t)vocab * sizeof *logits);
+	if (!logits) {
+		rc = MS_ENOMEM;
+		goto out;
+	}
+	rc = ms_session_step_batch(sess, ids, k, logits, cancel);
+	for (size_t j = 0; rc == 0 && j < k; j++) {
+		ms_gen *g = gens[which[j]];
+		accept(g, ms_sampler_sample(&g->smp, logits + j * vocab, g->hist, g->nh));
+	}
+	free(logits);
+out:
+	free(sess);
+	free(ids);
+	free(which);
+	return rc;
+}
+
+int ms_gen_done(const ms_gen *g) { return g->done; }
+int ms_gen_error(const ms_gen *g) { return g->rc; }
+void ms_gen_cancel(ms_gen *g) {
+	g->rc = MS_ECANCELED;
+	finish(g, 3);
+}
+const ms_gen_stats *ms_gen_stats_of(const ms_gen *g) { return &g->st; }
+const int32_t *ms_gen_ids(const ms_gen *g, size_t *n) {
+	*n = g->nh - g->n_prompt;
+	return g->hist + g->n_prompt;
+}
+
+void ms_gen_free(ms_gen *g) {
+	if (!g) return;
+	if (g->text_mode) ms_detok_stream_free(&g->ds);
+	ms_buf_free(&g->text);
+	ms_sampler_free(&g->smp);
+	free(g->hist);
+	ms_session_free(g->s);
+	free(g);
+}
+
+/* One sequence: prefill, then steps; each step checks the caller's cancel flag. */
+static int run_alone(ms_gen *g, ms_gen_stats *stats) {
+	int rc = ms_gen_prefill(g);
+	while (rc == 0 && !g->done) {
+		rc = ms_gen_step_batch(&g, 1, g->o.cancel);
+		if (rc != 0) {
+			g->rc = rc;
+			finish(g, rc == MS_ECANCELED ? 3 : 2);
+		}
+	}
+	if (rc == 0) rc = g->rc;
+	if (stats) *stats = g->st;
+	return rc;
+}
+
+int ms_model_generate_ids(ms_model *m, const int32_t *prompt, size_t n_prompt, const ms_gen_opts *o,
+			  ms_token_cb cb, void *ud, int32_t **out_ids, size_t *n_out, ms_gen_stats *stats) {
+	ms_gen *g;
+	if (out_ids) *out_ids = NULL;
+	if (n_out) *n_out = 0;
+	int rc = ms_gen_new(m, prompt, n_prompt, o, cb, NULL, ud, &g);
+	if (rc != 0) return rc;
+	rc = run_alone(g, stats);
+	if (out_ids && (rc == 0 || rc == MS_ECANCELED)) {
+		size_t n;
+		const int32_t *ids = ms_gen_ids(g, &n);
+		*out_ids = malloc((n + 1) * sizeof **out_ids);
+		if (*out_ids) memcpy(*out_ids, ids, n * sizeof **out_ids);
+		if (n_out) *n_out = *out_ids ? n : 0;
+	}
+	ms_gen_free(g);
+	return rc;
+}
+
+int ms_model_encode_prompt(ms_model *m, const char *prompt, int add_special, int32_t **ids, size_t *n, char *err,
+			   size_t errlen) {
+	*ids = NULL;
+	*n = 0;
+	if (!m->tok || !ms_tokenizer_encode)
+		return ms_errf(err, errlen, MS_EUNSUPPORTED, "%s: no tokenizer for text generation", m->dir);
+	int rc = ms_tokenizer_encode(m->tok, prompt, strlen(prompt), add_special, ids, n);
+	if (rc != 0) return ms_errf(err, errlen, rc, "%s: tokenizing the prompt failed", m->dir);
+	if (*n == 0) { /* an empty prompt without a BOS: start from BOS as llama2.c does */
+		free(*ids);
+		if (!(*ids = malloc(sizeof **ids))) return MS_ENOMEM;
+		(*ids)[0] = m->cfg.bos_id >= 0 ? m->cfg.bos_id : 0;
+		*n = 1;
+	}
+	if (*n > (size_t)m->cfg.max_pos) {
+		free(*ids);
+		*ids = NULL;
+		return ms_errf(err, errlen, MS_ERANGE, "prompt of %zu tokens exceeds the model's %d positions", *n,
+			       m->cfg.max_pos);
+	}
+	return 0;
 }
 
 int ms_model_generate(ms_model *m, const char *prompt, const ms_gen_opts *o, ms_text_cb cb, void *ud,
 		      ms_gen_stats *stats, char *err, size_t errlen) {
-	if (!m->tok || !ms_tokenizer_encode || !ms_detok_stream_init)
-		return ms_errf(err, errlen, MS_EUNSUPPORTED, "%s: no tokenizer for text generation", m->dir);
-	int32_t *ids = NULL;
-	size_t n = 0;
-	int rc = ms_tokenizer_encode(m->tok, prompt, strlen(prompt), o->add_bos, &ids, &n);
-	if (rc != 0) return ms_errf(err, errlen, rc, "%s: tokenizing the prompt failed", m->dir);
-	if (n == 0) { /* an empty prompt without a BOS: start from BOS as llama2.c does */
-		free(ids);
-		int32_t bos = m->cfg.bos_id >= 0 ? m->cfg.bos_id : 0;
-		ids = malloc(sizeof *ids);
-		if (!ids) return MS_ENOMEM;
-		ids[0] = bos;
-		n = 1;
-	}
-	text_ctx t = {.o = o, .cb = cb, .ud = ud};
-	ms_buf_init(&t.text);
-	ms_detok_stream_init(&t.ds, m->tok, 1);
-	/* the prompt goes through the stream first (its text dropped) so that the continuation
-	 * is decoded in context: decoders such as Strip act on the start of the whole text */
-	for (size_t i = 0; i < n; i++)
-		if (ms_detok_stream_push(&t.ds, ids[i], &t.text) != 0) t.err = MS_ENOMEM;
-	ms_buf_reset(&t.text);
-	if (!t.err) rc = ms_model_generate_ids(m, ids, n, o, on_token, &t, NULL, NULL, stats);
-	if (rc == 0 && !t.stop_hit && t.err == 0) {
-		if (ms_detok_stream_finish(&t.ds, &t.text) == 0) flush_text(&t, 1);
-	}
-	if (t.err) rc = t.err;
-	if (rc != 0 && rc != MS_ECANCELED) ms_errf(err, errlen, rc, "%s: generation failed: %s", m->dir, ms_strerror(rc));
+	int32_t *ids;
+	size_t n;
+	int rc = ms_model_encode_prompt(m, prompt, o->add_bos, &ids, &n, err, errlen);
+	if (rc != 0) return rc;
+	ms_gen *g;
+	if ((rc = ms_gen_new(m, ids, n, o, NULL, cb, ud, &g)) == 0) rc = run_alone(g, stats);
 	if (rc == MS_ECANCELED) ms_errf(err, errlen, rc, "cancelled");
-	ms_detok_stream_free(&t.ds);
-	ms_buf_free(&t.text);
+	else if (rc != 0) ms_errf(err, errlen, rc, "%s: generation failed: %s", m->dir, ms_strerror(rc));
+	ms_gen_free(g);
 	free(ids);
 	return rc;
 }

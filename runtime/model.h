@@ -92,6 +92,28 @@ int ms_model_generate_ids(ms_model *m, const int32_t *prompt, size_t n_prompt, c
 int ms_model_generate(ms_model *m, const char *prompt, const ms_gen_opts *o, ms_text_cb cb, void *ud,
 		      ms_gen_stats *stats, char *err, size_t errlen);
 
+/* Generation step by step, for serving many sequences at once (the model worker): create
+ * each with ms_gen_new (text mode when xcb is given: pieces never split a UTF-8 character,
+ * stop strings never partly streamed), run its prompt with ms_gen_prefill, then advance
+ * every unfinished one together with ms_gen_step_batch (one batched forward pass) until
+ * ms_gen_done. o->stop must stay valid for the generation's life. A cancelled step
+ * (MS_ECANCELED) leaves every generation as it was: it can be stepped again. */
+typedef struct ms_gen ms_gen;
+int ms_gen_new(ms_model *m, const int32_t *prompt, size_t n_prompt, const ms_gen_opts *o, ms_token_cb tcb,
+	       ms_text_cb xcb, void *ud, ms_gen **out);
+int ms_gen_prefill(ms_gen *g);
+int ms_gen_step_batch(ms_gen *const *gens, size_t n, const atomic_int *cancel);
+int ms_gen_done(const ms_gen *g);
+int ms_gen_error(const ms_gen *g);
+void ms_gen_cancel(ms_gen *g);
+const ms_gen_stats *ms_gen_stats_of(const ms_gen *g);
+const int32_t *ms_gen_ids(const ms_gen *g, size_t *n);
+void ms_gen_free(ms_gen *g);
+/* Prompt text to ids through the model's tokenizer (add_special: BOS etc.); an empty
+ * result becomes [BOS]. */
+int ms_model_encode_prompt(ms_model *m, const char *prompt, int add_special, int32_t **ids, size_t *n, char *err,
+			   size_t errlen);
+
 /* ---- encoders (bert, distilbert) ---- */
 
 /* hidden[n][dim] last hidden state, pooled[dim] (bert pooler; may be NULL), logits[n_labels]
