@@ -312,7 +312,13 @@ static void handle(json_t *m) {
 		return;
 	}
 	json_int_t id = json_integer_value(idv);
-	if (strcmp(t, "cancel") == 0) return; /* flags were raised by the reader */
+	if (strcmp(t, "cancel") == 0) {
+		/* the reader raised the flag if the request was in flight; it may have read the
+		 * cancel before this thread started the request, so look again in order */
+		for (int i = 0; i < n_active; i++)
+			if (active[i]->id == id) atomic_store(&active[i]->cancel, 1);
+		return;
+	}
 	if (strcmp(t, "req") != 0) {
 		fprintf(stderr, "moonspace-modelworker: ignoring frame type '%s'\n", t);
 		return;
