@@ -361,6 +361,14 @@ static int stream_step(ms_detok_stream *s, ms_buf *out, int final) {
 	ms_buf_init(&before);
 	int rc = tk_decode_tokens(s->tok, s->ids + s->prefix, s->n - s->prefix, s->skip_special, &all);
 	if (!rc) rc = tk_decode_tokens(s->tok, s->ids + s->prefix, s->read - s->prefix, s->skip_special, &before);
+	if (!rc && (all.len < before.len || (before.len && memcmp(all.data, before.data, before.len) != 0))) {
+		/* the shown text would change (ByteFallback turns a whole run of byte tokens into
+		 * U+FFFDs when the run is invalid, e.g. a complete character followed by a stray
+		 * byte): decode the new ids on their own instead */
+		ms_buf_reset(&all);
+		ms_buf_reset(&before);
+		rc = tk_decode_tokens(s->tok, s->ids + s->read, s->n - s->read, s->skip_special, &all);
+	}
 	if (!rc && all.len > before.len && (final || !ends_incomplete(&all))) {
 		rc = ms_buf_append(out, all.data + before.len, all.len - before.len);
 		s->emitted += all.len - before.len;
