@@ -131,25 +131,23 @@ int tk_ids_push(int32_t **ids, size_t *n, size_t *cap, int32_t id) {
 /* ---- BPE ---- */
 
 typedef struct sym { int32_t id; int prev, next; int alive; } sym;
-typedef struct merge { int32_t rank; int pos; int32_t merged; } merge;
 
-static int merge_less(const merge *a, const merge *b) {
-	return a->rank != b->rank ? a->rank < b->rank : a->pos < b->pos;
-}
+/* A candidate merge packed as rank << 32 | position: one integer compare orders by rank,
+ * then leftmost position (tokenizers' order), and 8-byte entries keep the heap small. */
+typedef struct heap { uint64_t *v; size_t n, cap; } heap;
 
-typedef struct heap { merge *v; size_t n, cap; } heap;
-
-static int heap_push(heap *h, merge m) {
+static int heap_push(heap *h, int32_t rank, int pos) {
 	if (h->n == h->cap) {
 		size_t c = h->cap ? h->cap * 2 : 64;
-		merge *v = realloc(h->v, c * sizeof *v);
+		uint64_t *v = realloc(h->v, c * sizeof *v);
 		if (!v) return MS_ENOMEM;
 		h->v = v, h->cap = c;
 	}
+	uint64_t m = (uint64_t)(uint32_t)rank << 32 | (uint32_t)pos;
 	size_t i = h->n++;
 	while (i > 0) {
 		size_t p = (i - 1) / 2;
-		if (!merge_less(&m, &h->v[p])) break;
+		if (m >= h->v[p]) break;
 		h->v[i] = h->v[p];
 		i = p;
 	}
@@ -157,14 +155,14 @@ static int heap_push(heap *h, merge m) {
 	return 0;
 }
 
-static merge heap_pop(heap *h) {
-	merge top = h->v[0], last = h->v[--h->n];
+static uint64_t heap_pop(heap *h) {
+	uint64_t top = h->v[0], last = h->v[--h->n];
 	size_t i = 0;
 	for (;;) {
 		size_t c = 2 * i + 1;
 		if (c >= h->n) break;
-		if (c + 1 < h->n && merge_less(&h->v[c + 1], &h->v[c])) c++;
-		if (!merge_less(&h->v[c], &last)) break;
+		if (c + 1 < h->n && h->v[c + 1] < h->v[c]) c++;
+		if (h->v[c] >= last) break;
 		h->v[i] = h->v[c];
 		i = c;
 	}
@@ -229,23 +227,21 @@ static int bpe_encode(const tk_model *m, const char *s, size_t len, int32_t **id
 	int rc = bpe_symbols(m, s, len, &v, &ns);
 	int32_t rank, merged;
 	for (size_t i = 0; !rc && i + 1 < ns; i++)
-		if (pairmap_get(&m->merges, v[i].id, v[i + 1].id, &rank, &merged))
-			rc = heap_push(&h, (merge){rank, (int)i, merged});
+		if (pairmap_get(&m->merges, v[i].id, v[i + 1].id, &rank, &merged)) rc = heap_push(&h, rank, (int)i);
 	while (!rc && h.n) {
-		merge top = heap_pop(&h);
-		sym *a = &v[top.pos];
+		uint64_t top = heap_pop(&h);
+		int pos = (int)(uint32_t)top;
+		sym *a = &v[pos];
 		if (!a->alive || a->next < 0) continue;
 		sym *b = &v[a->next];
-		/* stale entry: the pair changed since it was queued */
-		if (!pairmap_get(&m->merges, a->id, b->id, &rank, &merged) || merged != top.merged) continue;
-		a->id = top.merged;
+		/* stale entry: the pair changed since it was queued (a pair has one rank) */
+		if (!pairmap_get(&m->merges, a->id, b->id, &rank, &merged) || (uint32_t)rank != (uint32_t)(top >> 32)) continue;
+		a->id = merged;
 		b->alive = 0;
 		a->next = b->next;
-		if (b->next >= 0) v[b->next].prev = top.pos;
-		if (a->prev >= 0 && pairmap_get(&m->merges, v[a->prev].id, a->id, &rank, &merged))
-			rc = heap_push(&h, (merge){rank, a->prev, merged});
-		if (!rc && a->next >= 0 && pairmap_get(&m->merges, a->id, v[a->next].id, &rank, &merged))
-			rc = heap_push(&h, (merge){rank, top.pos, merged});
+		if (b->next >= 0) v[b->next].prev = pos;
+		if (a->prev >= 0 && pairmap_get(&m->merges, v[a->prev].id, a->id, &rank, &merged)) rc = heap_push(&h, rank, a->prev);
+		if (!rc && a->next >= 0 && pairmap_get(&m->merges, a->id, v[a->next].id, &rank, &merged)) rc = heap_push(&h, rank, pos);
 	}
 	for (int i = ns ? 0 : -1; !rc && i >= 0; i = v[i].next) rc = tk_ids_push(ids, n, cap, v[i].id);
 	free(v);
