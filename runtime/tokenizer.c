@@ -491,8 +491,9 @@ int ms_tokenizer_load(const char *dir, ms_tokenizer **out, char *err, size_t err
 		/* no config: a template that starts with a special token names the BOS */
 		for (size_t i = 0; i < tok->single.n; i++) {
 			if (tok->single.items[i].is_seq) break;
-			if (tok->single.items[i].n_ids && tok->id_to_tok[tok->single.items[i].ids[0]]) {
-				tok->bos_id = tok->single.items[i].ids[0];
+			int32_t id0 = tok->single.items[i].n_ids ? tok->single.items[i].ids[0] : -1;
+			if (id0 >= 0 && (size_t)id0 < tok->n_ids && tok->id_to_tok[id0]) {
+				tok->bos_id = id0;
 				break;
 			}
 		}

@@ -534,3 +534,54 @@ TEST(cli_tokenize) {
 	CHECK(run_cli((char *[]){"moonspace", "tokenize", "/nonexistent", "x", NULL}, out, sizeof out) != 0);
 	CHECK(run_cli((char *[]){"moonspace", "tokenize", bert, "--decode", "[1, \"x\"]", NULL}, out, sizeof out) != 0);
 }
+
+/* A truncated or corrupted tokenizer.json fails to load (or loads) but never crashes, and
+ * whatever loads still encodes and decodes. */
+TEST(load_mutated_files) {
+	size_t len;
+	char *orig = test_read_file(fixture_path("models/stories260K/tokenizer.json"), &len);
+	CHECK(orig != NULL && len > 1000);
+	unsigned seed = 777;
+	for (int iter = 0; iter < 160; iter++) {
+		char *m = malloc(len + 1);
+		memcpy(m, orig, len + 1);
+		size_t ml = len;
+		if (iter < 60) {
+			ml = (size_t)iter * (len / 60);
+		} else {
+			for (int k = 0; k < 4; k++) {
+				seed = seed * 1103515245u + 12345u;
+				size_t at = (seed >> 8) % len;
+				const char subst[] = "{}[]\",:0-9e\\ ";
+				m[at] = subst[(seed >> 4) % (sizeof subst - 1)];
+			}
+		}
+		snprintf(tmpdir, sizeof tmpdir, "/tmp/ms-tok-XXXXXX");
+		CHECK(mkdtemp(tmpdir) != NULL);
+		char p[512];
+		snprintf(p, sizeof p, "%s/tokenizer.json", tmpdir);
+		FILE *f = fopen(p, "wb");
+		CHECK(f != NULL);
+		fwrite(m, 1, ml, f);
+		fclose(f);
+		ms_tokenizer *tok = NULL;
+		char err[256];
+		int rc = ms_tokenizer_load(tmpdir, &tok, err, sizeof err);
+		unlink(p);
+		rmdir(tmpdir);
+		if (rc == 0) {
+			int32_t *ids;
+			size_t n;
+			CHECK_INT(ms_tokenizer_encode(tok, "Once upon a time \xFF", 18, 1, &ids, &n), 0);
+			char *s;
+			CHECK_INT(ms_tokenizer_decode(tok, ids, n, 0, &s), 0);
+			CHECK(valid_utf8(s));
+			free(s), free(ids);
+			ms_tokenizer_free(tok);
+		} else {
+			CHECK(tok == NULL);
+		}
+		free(m);
+	}
+	free(orig);
+}
