@@ -225,7 +225,7 @@ static int parse_model(ms_tokenizer *tok, json_t *j, char *err, size_t errlen) {
 		if (!json_is_integer(v) || id < 0 || (size_t)id >= tok->n_ids)
 			return ms_errf(err, errlen, MS_EFORMAT, "vocab entry \"%.40s\" has a bad id", key);
 		int rc = set_token(tok, (int32_t)id, key, klen);
-		if (!rc) rc = tk_strmap_put(&m->vocab, tok->id_to_tok[id], klen, (int32_t)id);
+		if (!rc) rc = tk_strmap_put(&m->vocab, key, klen, (int32_t)id);
 		if (rc) return rc;
 	}
 	const char *unk = jstr(j, "unk_token");

@@ -97,7 +97,7 @@ void tk_pretok_free(tk_pretok *p);
 
 /* ---- hash maps (tokenizer_model.c) ---- */
 
-/* string -> id; keys are borrowed (they live in the tokenizer's id_to_token table). */
+/* string -> id; the map owns copies of its keys. */
 typedef struct tk_strmap { const char **keys; size_t *lens; int32_t *vals; size_t cap, n; } tk_strmap;
 int tk_strmap_put(tk_strmap *m, const char *key, size_t len, int32_t val);
 int32_t tk_strmap_get(const tk_strmap *m, const char *key, size_t len); /* -1 when absent */

@@ -25,10 +25,12 @@ static uint64_t hash_u64(uint64_t x) {
 	return x ^ (x >> 31);
 }
 
+static void strmap_release(tk_strmap *m);
+
 static int strmap_grow(tk_strmap *m) {
 	size_t cap = m->cap ? m->cap * 2 : 1024;
 	tk_strmap n = {calloc(cap, sizeof(char *)), calloc(cap, sizeof(size_t)), calloc(cap, sizeof(int32_t)), cap, 0};
-	if (!n.keys || !n.lens || !n.vals) { tk_strmap_free(&n); return MS_ENOMEM; }
+	if (!n.keys || !n.lens || !n.vals) { strmap_release(&n); return MS_ENOMEM; }
 	for (size_t i = 0; i < m->cap; i++) {
 		if (!m->keys[i]) continue;
 		size_t j = hash_bytes(m->keys[i], m->lens[i]) & (cap - 1);
@@ -36,7 +38,7 @@ static int strmap_grow(tk_strmap *m) {
 		n.keys[j] = m->keys[i], n.lens[j] = m->lens[i], n.vals[j] = m->vals[i];
 		n.n++;
 	}
-	tk_strmap_free(m);
+	strmap_release(m); /* the keys moved to n */
 	*m = n;
 	return 0;
 }
@@ -48,7 +50,11 @@ int tk_strmap_put(tk_strmap *m, const char *key, size_t len, int32_t val) {
 		if (m->lens[j] == len && memcmp(m->keys[j], key, len) == 0) { m->vals[j] = val; return 0; }
 		j = (j + 1) & (m->cap - 1);
 	}
-	m->keys[j] = key, m->lens[j] = len, m->vals[j] = val;
+	char *k = malloc(len + 1);
+	if (!k) return MS_ENOMEM;
+	memcpy(k, key, len);
+	k[len] = 0;
+	m->keys[j] = k, m->lens[j] = len, m->vals[j] = val;
 	m->n++;
 	return 0;
 }
@@ -63,7 +69,13 @@ int32_t tk_strmap_get(const tk_strmap *m, const char *key, size_t len) {
 	return -1;
 }
 
+static void strmap_release(tk_strmap *m) {
+	free(m->keys), free(m->lens), free(m->vals);
+	memset(m, 0, sizeof *m);
+}
+
 void tk_strmap_free(tk_strmap *m) {
+	for (size_t i = 0; i < m->cap; i++) free((char *)m->keys[i]);
 	free(m->keys), free(m->lens), free(m->vals);
 	memset(m, 0, sizeof *m);
 }

@@ -537,11 +537,7 @@ TEST(cli_tokenize) {
 
 /* A truncated or corrupted tokenizer.json fails to load (or loads) but never crashes, and
  * whatever loads still encodes and decodes. */
-TEST(load_mutated_files) {
-	size_t len;
-	char *orig = test_read_file(fixture_path("models/stories260K/tokenizer.json"), &len);
-	CHECK(orig != NULL && len > 1000);
-	unsigned seed = 777;
+static void mutate_loads(const char *orig, size_t len, unsigned seed) {
 	for (int iter = 0; iter < 160; iter++) {
 		char *m = malloc(len + 1);
 		memcpy(m, orig, len + 1);
@@ -583,5 +579,48 @@ TEST(load_mutated_files) {
 		}
 		free(m);
 	}
+}
+
+static const char rich_json[] =
+	"{\"added_tokens\":[{\"id\":0,\"content\":\"<s>\",\"special\":true,\"normalized\":false},"
+	"{\"id\":1,\"content\":\"</s>\",\"special\":true,\"normalized\":true,\"single_word\":true},"
+	"{\"id\":9,\"content\":\"[X]\",\"special\":false,\"normalized\":false,\"lstrip\":true,\"rstrip\":true}],"
+	"\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"NFKD\"},{\"type\":\"StripAccents\"},"
+	"{\"type\":\"Replace\",\"pattern\":{\"Regex\":\"\\\\s+\"},\"content\":\" \"},{\"type\":\"Prepend\",\"prepend\":\"x\"}]},"
+	"\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Punctuation\",\"behavior\":\"MergedWithPrevious\"},"
+	"{\"type\":\"Split\",\"pattern\":{\"String\":\"b\"},\"behavior\":\"MergedWithNext\",\"invert\":false},"
+	"{\"type\":\"Split\",\"pattern\":{\"String\":\"a\"},\"behavior\":\"Contiguous\"},"
+	"{\"type\":\"ByteLevel\",\"add_prefix_space\":true,\"use_regex\":false}]},"
+	"\"post_processor\":{\"type\":\"TemplateProcessing\",\"single\":[{\"SpecialToken\":{\"id\":\"<s>\",\"type_id\":0}},"
+	"{\"Sequence\":{\"id\":\"A\",\"type_id\":0}}],\"pair\":[{\"Sequence\":{\"id\":\"A\",\"type_id\":0}},"
+	"{\"Sequence\":{\"id\":\"B\",\"type_id\":1}}],\"special_tokens\":{\"<s>\":{\"id\":\"<s>\",\"ids\":[0],\"tokens\":[\"<s>\"]}}},"
+	"\"decoder\":{\"type\":\"Sequence\",\"decoders\":[{\"type\":\"ByteLevel\"},{\"type\":\"Replace\",\"pattern\":{\"String\":\"a\"},"
+	"\"content\":\"b\"},{\"type\":\"ByteFallback\"},{\"type\":\"Fuse\"},{\"type\":\"Strip\",\"content\":\" \",\"start\":1,\"stop\":1},"
+	"{\"type\":\"WordPiece\",\"prefix\":\"##\",\"cleanup\":true}]},"
+	"\"model\":{\"type\":\"BPE\",\"unk_token\":\"u\",\"byte_fallback\":true,\"fuse_unk\":true,\"continuing_subword_prefix\":\"##\","
+	"\"end_of_word_suffix\":\"</w>\",\"vocab\":{\"u\":2,\"\\u0120\":3,\"a\":4,\"##b\":5,\"ab\":6,\"<0x41>\":7,\"##a</w>\":8},"
+	"\"merges\":[\"a ##b\",[\"\\u0120\",\"a\"]]}}";
+
+TEST(load_mutated_files) {
+	size_t len;
+	char *orig = test_read_file(fixture_path("models/stories260K/tokenizer.json"), &len);
+	CHECK(orig != NULL && len > 1000);
+	mutate_loads(orig, len, 777);
 	free(orig);
+	/* the feature-rich file loads as it is, then mutated */
+	ms_tokenizer *tok = load_tmp(rich_json);
+	const char *t = "  ab\tÁ [X] </s> </s>x  ";
+	int32_t *ids;
+	size_t n;
+	CHECK_INT(ms_tokenizer_encode(tok, t, strlen(t), 1, &ids, &n), 0);
+	CHECK_MSG(n > 4 && ids[0] == 0, "[%s]", fmt_ids(ids, n));
+	int has_x = 0;
+	for (size_t i = 0; i < n; i++) has_x |= ids[i] == 9;
+	CHECK_MSG(has_x, "[X] not split off: [%s]", fmt_ids(ids, n));
+	char *s;
+	CHECK_INT(ms_tokenizer_decode(tok, ids, n, 0, &s), 0);
+	CHECK(valid_utf8(s));
+	free(s), free(ids);
+	ms_tokenizer_free(tok);
+	mutate_loads(rich_json, strlen(rich_json), 4242);
 }
