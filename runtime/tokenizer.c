@@ -333,6 +333,22 @@ static int parse_post(ms_tokenizer *tok, json_t *j, char *err, size_t errlen) {
 
 /* ---- added tokens ---- */
 
+/* Buckets the added tokens by first byte so that matching tries only the candidates. */
+static int index_added(ms_tokenizer *tok) {
+	for (int f = 0; f < 2; f++) {
+		uint32_t count[257] = {0};
+		for (size_t i = 0; i < tok->n_added; i++)
+			if (tok->added[i].normalized == f && tok->added[i].len) count[(unsigned char)tok->added[i].content[0] + 1]++;
+		for (int c = 0; c < 256; c++) count[c + 1] += count[c];
+		memcpy(tok->start[f], count, sizeof count);
+		if (!(tok->by_byte[f] = malloc((tok->n_added + 1) * sizeof(uint32_t)))) return MS_ENOMEM;
+		for (size_t i = 0; i < tok->n_added; i++)
+			if (tok->added[i].normalized == f && tok->added[i].len)
+				tok->by_byte[f][count[(unsigned char)tok->added[i].content[0]]++] = (uint32_t)i;
+	}
+	return 0;
+}
+
 static int parse_added(ms_tokenizer *tok, json_t *arr, char *err, size_t errlen) {
 	size_t n = json_array_size(arr);
 	if (n && !(tok->added = calloc(n, sizeof *tok->added))) return MS_ENOMEM;
@@ -354,7 +370,7 @@ static int parse_added(ms_tokenizer *tok, json_t *arr, char *err, size_t errlen)
 		if (rc) return rc;
 		if (a->special) tok->special[id] = 1;
 	}
-	return 0;
+	return index_added(tok);
 }
 
 /* The highest id any part of the file uses, so that id_to_tok can be sized once. */
@@ -515,6 +531,7 @@ void ms_tokenizer_free(ms_tokenizer *tok) {
 	free(tok->special);
 	for (size_t i = 0; i < tok->n_added; i++) free(tok->added[i].content);
 	free(tok->added);
+	free(tok->by_byte[0]), free(tok->by_byte[1]);
 	tk_normalizer_free(&tok->norm);
 	tk_pretok_free(&tok->pretok);
 	tmpl_free(&tok->single);
@@ -558,9 +575,11 @@ static int split_added(const ms_tokenizer *tok, const char *s, size_t len, int n
 		const tk_added *best = NULL;
 		size_t bs = 0, be = 0;
 		for (; i < len && !best; i += tk_utf8_step(s + i, len - i)) {
-			for (size_t k = 0; k < tok->n_added; k++) {
-				const tk_added *a = &tok->added[k];
-				if (a->normalized != normalized || !a->len || a->len > len - i || (best && a->len <= best->len)) continue;
+			unsigned char c0 = (unsigned char)s[i];
+			const uint32_t *cand = tok->by_byte[normalized];
+			for (uint32_t k = tok->start[normalized][c0]; cand && k < tok->start[normalized][c0 + 1]; k++) {
+				const tk_added *a = &tok->added[cand[k]];
+				if (a->len > len - i || (best && a->len <= best->len)) continue;
 				if (memcmp(s + i, a->content, a->len) != 0) continue;
 				if (a->single_word && ((i > 0 && is_word_cp(cp_before(s, i))) || (i + a->len < len && is_word_cp(cp_at(s, len, i + a->len)))))
 					continue;

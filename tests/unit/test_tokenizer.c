@@ -624,3 +624,35 @@ TEST(load_mutated_files) {
 	ms_tokenizer_free(tok);
 	mutate_loads(rich_json, strlen(rich_json), 4242);
 }
+
+/* Thousands of added tokens (Whisper has ~1600) must not make matching slow. */
+TEST(many_added_tokens_speed) {
+	ms_buf j;
+	ms_buf_init(&j);
+	ms_buf_puts(&j, "{\"added_tokens\":[");
+	for (int i = 0; i < 3000; i++)
+		ms_buf_printf(&j, "%s{\"id\":%d,\"content\":\"<|%d.%02d|>\",\"special\":true,\"normalized\":false}", i ? "," : "", 100 + i, i / 100, i % 100);
+	ms_buf_puts(&j, "],\"model\":{\"type\":\"WordLevel\",\"unk_token\":\"?\",\"vocab\":{\"?\":0,\"a\":1}},"
+			"\"pre_tokenizer\":{\"type\":\"WhitespaceSplit\"}}");
+	ms_tokenizer *tok = load_tmp(j.data);
+	ms_buf_free(&j);
+	ms_buf text;
+	ms_buf_init(&text);
+	while (text.len < 300000) ms_buf_puts(&text, "a <<|a <|12.34|>a|> <|29.99|><|0.00|> ");
+	int32_t *ids;
+	size_t n;
+	double t0 = ms_now_ms();
+	CHECK_INT(ms_tokenizer_encode(tok, text.data, text.len, 0, &ids, &n), 0);
+	double ms = ms_now_ms() - t0;
+	/* "a" "<<|a" (unknown) "<|12.34|>" "a|>" (unknown) "<|29.99|>" "<|0.00|>" */
+	int32_t want[] = {1, 0, 100 + 1234, 0, 100 + 2999, 100, 1};
+	CHECK_MSG(n > 7 && memcmp(ids, want, sizeof want) == 0, "[%.200s]", fmt_ids(ids, n));
+#ifdef MS_ASAN
+	CHECK_MSG(ms < 10000, "%.0f ms", ms);
+#else
+	CHECK_MSG(ms < 1000, "%.0f ms", ms);
+#endif
+	free(ids);
+	ms_buf_free(&text);
+	ms_tokenizer_free(tok);
+}
