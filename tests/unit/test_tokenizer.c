@@ -656,3 +656,56 @@ TEST(many_added_tokens_speed) {
 	ms_buf_free(&text);
 	ms_tokenizer_free(tok);
 }
+
+/* The model fixtures' own references (ids from tokenizers.js / transformers): input ids,
+ * token strings, and decoded greedy continuations where given. */
+static void model_refs(const char *ref, const char *list, const char *tokdir) {
+	ms_tokenizer *tok = load(tokdir);
+	json_t *j = load_json(ref);
+	json_t *arr = json_object_get(j, list);
+	CHECK_MSG(json_array_size(arr) > 0, "%s: no %s", ref, list);
+	for (size_t i = 0; i < json_array_size(arr); i++) {
+		json_t *c = json_array_get(arr, i);
+		const char *text = json_string_value(json_object_get(c, "text"));
+		int32_t *ids;
+		size_t n;
+		CHECK_INT(ms_tokenizer_encode(tok, text, strlen(text), 1, &ids, &n), 0);
+		char what[256];
+		snprintf(what, sizeof what, "%s %s[%zu] \"%.60s\"", ref, list, i, text);
+		check_ids(ids, n, json_object_get(c, "input_ids"), what);
+		json_t *toks = json_object_get(c, "tokens");
+		for (size_t k = 0; k < json_array_size(toks) && k < n; k++)
+			CHECK_STR(ms_tokenizer_id_to_token(tok, ids[k]), json_string_value(json_array_get(toks, k)));
+		json_t *tt = json_object_get(c, "token_type_ids");
+		if (tt) {
+			int32_t *pids, *types;
+			size_t pn;
+			CHECK_INT(ms_tokenizer_encode_pair(tok, text, strlen(text), "", 0, &pids, &pn, &types), 0);
+			for (size_t k = 0; k < json_array_size(tt) && k < pn; k++) CHECK_INT(types[k], json_integer_value(json_array_get(tt, k)));
+			free(pids), free(types);
+		}
+		json_t *g = json_object_get(c, "greedy"), *want = json_object_get(g, "new_text_decoded");
+		if (want) {
+			json_t *nid = json_object_get(g, "new_ids");
+			int32_t gen[256];
+			size_t gn = 0;
+			for (size_t k = 0; k < json_array_size(nid) && gn < 256; k++) gen[gn++] = (int32_t)json_integer_value(json_array_get(nid, k));
+			char *s;
+			CHECK_INT(ms_tokenizer_decode(tok, gen, gn, 1, &s), 0);
+			CHECK_STR(s, json_string_value(want));
+			free(s);
+		}
+		free(ids);
+	}
+	json_decref(j);
+	ms_tokenizer_free(tok);
+}
+
+TEST(model_fixture_ids) {
+	model_refs("models/tiny-bert-cls/reference.json", "sentences", "models/tiny-bert-cls");
+	model_refs("models/tiny-distilbert-cls/reference.json", "sentences", "models/tiny-distilbert-cls");
+	model_refs("models/tiny-llama-gqa/reference.json", "prompts", "models/tiny-llama-gqa");
+	model_refs("models/tiny-llama-gqa-sharded-f16/reference.json", "prompts", "models/tiny-llama-gqa-sharded-f16");
+	model_refs("models/tiny-gpt2-f16/reference.json", "prompts", "tokenizers/gpt2");
+	model_refs("models/tiny-random-bert/reference_outputs.json", "cases", "tokenizers/bert-base-uncased");
+}
