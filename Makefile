@@ -95,8 +95,8 @@ $(OUT)/libmoonspace.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-# whole-archive: main.c refers to the subcommands weakly, and a weak reference alone does
-# not pull an object out of an archive
+# whole archive: main.c names the subcommands through weak references, which alone never
+# pull an archive member into the link
 $(BIN)/moonspace: $(call obj,host/main.c) $(OUT)/libmoonspace.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDOPT) -o $@ $(call obj,host/main.c) -Wl,--whole-archive $(OUT)/libmoonspace.a -Wl,--no-whole-archive $(PKG_LIBS)
