@@ -95,9 +95,11 @@ $(OUT)/libmoonspace.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
+# whole archive: main.c names the subcommands through weak references, which alone never
+# pull an archive member into the link
 $(BIN)/moonspace: $(call obj,host/main.c) $(OUT)/libmoonspace.a
 	@mkdir -p $(dir $@)
-	$(CC) $(LDOPT) -o $@ $^ $(PKG_LIBS)
+	$(CC) $(LDOPT) -o $@ $(call obj,host/main.c) -Wl,--whole-archive $(OUT)/libmoonspace.a -Wl,--no-whole-archive $(PKG_LIBS)
 
 $(BIN)/moonspace-appworker: $(call obj,sandbox/appworker_main.c) $(OUT)/libmoonspace.a
 	@mkdir -p $(dir $@)
