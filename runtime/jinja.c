@@ -34,7 +34,8 @@ typedef struct jx {
 	chunk *chunks;
 	size_t mem;
 	uint64_t steps;
-	int depth;
+	int depth;  /* macro calls */
+	int edepth; /* evaluator recursion: a flat chain "1 + 1 + ..." nests without parser recursion */
 	jmp_buf jb;
 	int rc;
 	char msg[512];
@@ -985,6 +986,28 @@ static node *parse_tuple(parser *P, int names_only) {
 	return t;
 }
 
+/* an assignment target: name, ns.attr, or a tuple of names */
+static node *parse_target(parser *P) {
+	node *t = NULL;
+	do {
+		int line = cur(P)->line;
+		node *n = mknode(P, E_NAME, line);
+		n->name = expect_name(P);
+		n->nlen = strlen(n->name);
+		if (accept_op(P, ".")) {
+			node *a = mknode(P, E_ATTR, line);
+			a->a = n;
+			a->name = expect_name(P);
+			a->nlen = strlen(a->name);
+			n = a;
+		}
+		if (!t && !is_op(cur(P), ",")) return n;
+		if (!t) t = mknode(P, E_TUPLE, line);
+		addkid(P, t, n);
+	} while (accept_op(P, ","));
+	return t;
+}
+
 static void expect_end(parser *P) {
 	if (cur(P)->t != T_BEND) unexpected(P, "'%}'");
 	P->i++;
@@ -1042,7 +1065,7 @@ static node *parse_stmt(parser *P) {
 		return n;
 	}
 	if (accept_name(P, "set")) {
-		node *target = parse_tuple(P, 0);
+		node *target = parse_target(P);
 		if (accept_op(P, "=")) {
 			node *n = mknode(P, N_SET, line);
 			n->a = target;
@@ -1180,6 +1203,7 @@ static frame *push_frame(jx *J, frame *parent) {
 
 static val *eval(jx *J, frame *f, node *n);
 static int exec(jx *J, frame *f, node *n, ms_buf *out);
+static void enter_eval(jx *J, int line);
 
 enum { F_RANGE = 1, F_RAISE, F_NAMESPACE, F_DICT, F_STRFTIME, F_METHOD, F_LIST_APPEND };
 
@@ -2193,7 +2217,20 @@ static void assign(jx *J, frame *f, node *target, val *v, int line) {
 	jfail(J, MS_EFORMAT, line, "cannot assign to this expression");
 }
 
+static val *eval_(jx *J, frame *f, node *n);
+
+static void enter_eval(jx *J, int line) {
+	if (++J->edepth > J->o.max_depth * 16) jfail(J, MS_ETOOBIG, line, "expression nested too deeply");
+}
+
 static val *eval(jx *J, frame *f, node *n) {
+	enter_eval(J, n->line);
+	val *v = eval_(J, f, n);
+	J->edepth--;
+	return v;
+}
+
+static val *eval_(jx *J, frame *f, node *n) {
 	step(J, 1, n->line);
 	switch (n->k) {
 	case E_LIT: return n->lit;
@@ -2355,7 +2392,16 @@ static int exec_for(jx *J, frame *f, node *n, ms_buf *out) {
 	return X_OK;
 }
 
+static int exec_(jx *J, frame *f, node *n, ms_buf *out);
+
 static int exec(jx *J, frame *f, node *n, ms_buf *out) {
+	enter_eval(J, n->line);
+	int r = exec_(J, f, n, out);
+	J->edepth--;
+	return r;
+}
+
+static int exec_(jx *J, frame *f, node *n, ms_buf *out) {
 	step(J, 1, n->line);
 	switch (n->k) {
 	case N_LIST:
@@ -2433,14 +2479,14 @@ int ms_jinja_render(const char *tmpl, const json_t *context, const ms_jinja_opts
 		lex(&L);
 		parser P = {.J = J, .t = L.toks, .n = L.nt};
 		node *root = parse_body(&P, NULL, NULL);
-		frame *g = push_frame(J, NULL);
-		J->globals = g;
+		frame *g = push_frame(J, NULL); /* the context; top-level sets and macros go above it */
+		J->globals = push_frame(J, g);
 		if (context) {
 			const char *k;
 			json_t *x;
 			json_object_foreach((json_t *)context, k, x) dsetc(J, g->vars, k, from_json(J, x, 0));
 		}
-		exec(J, push_frame(J, g), root, &J->out);
+		exec(J, J->globals, root, &J->out);
 		rc = 0;
 	} else {
 		rc = J->rc ? J->rc : MS_EFORMAT;
