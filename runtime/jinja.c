@@ -110,6 +110,7 @@ typedef struct val val;
 typedef struct dent { val *k, *v; } dent;
 struct val {
 	int t;
+	int tuple; /* a V_LIST that prints as a Python tuple */
 	union {
 		int b;
 		long long i;
@@ -233,17 +234,42 @@ static const char *tname(int t) {
 	return n[t];
 }
 
-/* Python's repr of a float: the shortest string that reads back the same. */
+/* Python's repr of a float: the shortest digits that read back the same, in fixed
+ * notation for exponents -4..15 and scientific otherwise. */
 static void fmt_float(ms_buf *b, double f) {
 	if (isnan(f)) { ms_buf_puts(b, "nan"); return; }
 	if (isinf(f)) { ms_buf_puts(b, f < 0 ? "-inf" : "inf"); return; }
 	char s[64];
-	for (int p = 1; p <= 17; p++) {
-		snprintf(s, sizeof s, "%.*g", p, f);
+	int p;
+	for (p = 1; p <= 17; p++) {
+		snprintf(s, sizeof s, "%.*e", p - 1, f);
 		if (strtod(s, NULL) == f) break;
 	}
-	ms_buf_puts(b, s);
-	if (!strpbrk(s, ".eEn")) ms_buf_puts(b, ".0");
+	/* s = [-]d[.ddd]e[+-]XX */
+	char digits[32];
+	int nd = 0, neg = s[0] == '-';
+	char *e = strchr(s, 'e');
+	for (char *q = s + neg; q < e; q++)
+		if (isdigit((unsigned char)*q)) digits[nd++] = *q;
+	while (nd > 1 && digits[nd - 1] == '0') nd--;
+	int exp = atoi(e + 1);
+	if (neg) ms_buf_puts(b, "-");
+	if (exp >= -4 && exp < 16) {
+		if (exp < 0) {
+			ms_buf_puts(b, "0.");
+			for (int i = 0; i < -exp - 1; i++) ms_buf_puts(b, "0");
+			ms_buf_append(b, digits, (size_t)nd);
+		} else {
+			for (int i = 0; i <= exp; i++) ms_buf_append(b, i < nd ? &digits[i] : "0", 1);
+			ms_buf_puts(b, ".");
+			if (nd > exp + 1) ms_buf_append(b, digits + exp + 1, (size_t)(nd - exp - 1));
+			else ms_buf_puts(b, "0");
+		}
+	} else {
+		ms_buf_append(b, digits, 1);
+		if (nd > 1) { ms_buf_puts(b, "."); ms_buf_append(b, digits + 1, (size_t)(nd - 1)); }
+		ms_buf_printf(b, "e%c%02d", exp < 0 ? '-' : '+', exp < 0 ? -exp : exp);
+	}
 }
 
 static void to_str(jx *J, ms_buf *b, const val *v, int repr);
@@ -276,12 +302,12 @@ static void to_str(jx *J, ms_buf *b, const val *v, int repr) {
 		else ms_buf_append(b, v->s.p, v->s.n);
 		break;
 	case V_LIST:
-		ms_buf_puts(b, "[");
+		ms_buf_puts(b, v->tuple ? "(" : "[");
 		for (size_t i = 0; i < v->l.n; i++) {
 			if (i) ms_buf_puts(b, ", ");
 			to_str(J, b, v->l.v[i], 1);
 		}
-		ms_buf_puts(b, "]");
+		ms_buf_puts(b, v->tuple ? (v->l.n == 1 ? ",)" : ")") : "]");
 		break;
 	case V_DICT:
 		ms_buf_puts(b, "{");
@@ -1828,6 +1854,7 @@ static val *items_of(jx *J, val *d, int line) {
 	val *l = mklist(J, d->d.n + 1);
 	for (size_t i = 0; i < d->d.n; i++) {
 		val *p = mklist(J, 2);
+		p->tuple = 1;
 		lpush(J, p, d->d.e[i].k);
 		lpush(J, p, d->d.e[i].v);
 		lpush(J, l, p);
@@ -2329,6 +2356,7 @@ static val *eval_(jx *J, frame *f, node *n) {
 	}
 	case E_LISTLIT: case E_TUPLE: {
 		val *l = mklist(J, n->nk + 1);
+		l->tuple = n->k == E_TUPLE;
 		for (size_t i = 0; i < n->nk; i++) lpush(J, l, eval(J, f, n->kids[i]));
 		return l;
 	}

@@ -118,6 +118,10 @@ TEST(text_and_output) {
 	CHECK_RENDER("{{ 'a' }}{{ \"b\" }}{{ 1 }}{{ 2.5 }}{{ true }}{{ none }}", NULL, "ab12.5TrueNone");
 	CHECK_RENDER("{{ x }}", "{\"x\": \"v\"}", "v");
 	CHECK_RENDER("{{ 1.0 }} {{ 0.1 + 0.2 }} {{ 10 / 4 }} {{ 3 / 3 }}", NULL, "1.0 0.30000000000000004 2.5 1.0");
+	/* Python's float repr: fixed notation for exponents -4..15 */
+	CHECK_RENDER("{{ 1e3 }} {{ 1.5e-7 }} {{ 0.0001 }} {{ 1e16 }} {{ 123456789012345678.0 }} {{ -2.5 }}", NULL,
+	             "1000.0 1.5e-07 0.0001 1e+16 1.2345678901234568e+17 -2.5");
+	CHECK_RENDER("{{ (1, 2) }} {{ (1,) }} {{ () }}", NULL, "(1, 2) (1,) ()");
 	CHECK_RENDER("{# a comment #}x{# another\nline #}", NULL, "x");
 	CHECK_RENDER("{{ [1, 'a', none] }} {{ {'k': 'v'} }}", NULL, "[1, 'a', None] {'k': 'v'}");
 }
@@ -250,7 +254,7 @@ TEST(filters) {
 	CHECK_RENDER("{{ 'aXbX' | replace('X', '-') }} {{ ['a', 'b'] | join(', ') }} {{ [1, 2] | join }}", NULL, "a-b- a, b 12");
 	CHECK_RENDER("{{ 42 | string }}{{ '7' | int + 1 }}{{ 'x' | int }}{{ 3.9 | int }}", NULL, "42803");
 	CHECK_RENDER("{{ 'ab' | list }} {{ {'b': 1, 'a': 2} | items | list }} {{ {'b': 1, 'A': 2} | dictsort }}", NULL,
-	             "['a', 'b'] [['b', 1], ['a', 2]] [['A', 2], ['b', 1]]");
+	             "['a', 'b'] [('b', 1), ('a', 2)] [('A', 2), ('b', 1)]");
 	CHECK_RENDER("{{ ms | selectattr('role', 'equalto', 'user') | map(attribute='content') | join(',') }}",
 	             "{\"ms\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"bot\", \"content\": \"b\"}, {\"role\": \"user\", \"content\": \"c\"}]}",
 	             "a,c");
@@ -277,7 +281,7 @@ TEST(methods) {
 	             "['a', 'b', 'c'] ['a', 'b', '', 'c'] ['a', 'b,c']");
 	CHECK_RENDER("{{ 'Ab'.upper() }}{{ 'Ab'.lower() }}{{ 'ab cd'.title() }}{{ 'aXa'.replace('a', 'b') }}", NULL, "ABabAb CdbXb");
 	CHECK_RENDER("{{ d.keys() | list }} {{ d.values() | list }} {{ d.get('a') }} {{ d.get('z') }} {{ d.get('z', 5) }} {{ d.items() | list }}",
-	             "{\"d\": {\"a\": 1}}", "['a'] [1] 1 None 5 [['a', 1]]");
+	             "{\"d\": {\"a\": 1}}", "['a'] [1] 1 None 5 [('a', 1)]");
 	CHECK_RENDER("{% set l = [] %}{% set _ = l.append(1) %}{{ l }}", NULL, "[1]");
 	CHECK_RENDER("{{ '-'.join(['a', 'b']) }}", NULL, "a-b");
 	CHECK_FAILS("{{ 'a'.frobnicate() }}", NULL, MS_EFORMAT);
