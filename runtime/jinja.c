@@ -35,6 +35,7 @@ typedef struct jx {
 	size_t mem;
 	uint64_t steps;
 	int depth;  /* macro calls */
+	int line;   /* template line being evaluated, for errors raised deep in helpers */
 	int edepth; /* evaluator recursion: a flat chain "1 + 1 + ..." nests without parser recursion */
 	jmp_buf jb;
 	int rc;
@@ -53,6 +54,7 @@ static void __attribute__((noreturn, format(printf, 4, 5)))
 jfail(jx *J, int rc, int line, const char *fmt, ...) {
 	va_list ap;
 	int n = 0;
+	if (line <= 0) line = J->line;
 	if (line > 0) n = snprintf(J->msg, sizeof J->msg, "line %d: ", line);
 	va_start(ap, fmt);
 	vsnprintf(J->msg + n, sizeof J->msg - (size_t)n, fmt, ap);
@@ -187,10 +189,8 @@ static void dset(jx *J, val *d, val *k, val *v) {
 }
 static void dsetc(jx *J, val *d, const char *k, val *v) { dset(J, d, mkcstr(J, k), v); }
 
-static int depth_json = 0;
 static val *from_json(jx *J, const json_t *j, int depth) {
 	if (depth > 512) jfail(J, MS_ETOOBIG, 0, "input JSON nested too deeply");
-	(void)depth_json;
 	switch (json_typeof(j)) {
 	case JSON_OBJECT: {
 		val *d = mkdict(J, V_DICT);
@@ -460,6 +460,11 @@ static int lex_tag(lexer *L, int block) {
 			L->pos = i + 3;
 			return 1;
 		}
+		if (c == '+' && block && i + 2 < L->len && s[i + 1] == '%' && s[i + 2] == '}' && depth == 0) {
+			addtok(L, T_BEND, s + i, 3, L->line);
+			L->pos = i + 3;
+			return 2; /* "+%}": keep the newline even with trim_blocks */
+		}
 		if (c == e1 && i + 1 < L->len && s[i + 1] == '}' && depth == 0) {
 			addtok(L, block ? T_BEND : T_VEND, s + i, 2, L->line);
 			L->pos = i + 2;
@@ -576,7 +581,8 @@ static void lex(lexer *L) {
 		addtok(L, kind == '{' ? T_VSTART : T_BSTART, s + tag, 2, line0);
 		size_t first = L->nt;
 		end_strip = lex_tag(L, kind == '%');
-		if (end_strip) strip_next = 1;
+		if (end_strip == 2) end_strip = 0;
+		else if (end_strip) strip_next = 1;
 		else if (kind == '%') trim_nl = L->J->o.trim_blocks;
 		/* {% raw %}: everything up to {% endraw %} is text */
 		if (kind == '%' && L->nt == first + 2 && L->toks[first].t == T_NAME && L->toks[first].n == 3 &&
@@ -664,12 +670,12 @@ static tok *cur(parser *P) { return &P->t[P->i]; }
 static int is_op(tok *t, const char *op) { return t->t == T_OP && t->n == strlen(op) && !memcmp(t->p, op, t->n); }
 static int is_name(tok *t, const char *nm) { return t->t == T_NAME && t->n == strlen(nm) && !memcmp(t->p, nm, t->n); }
 static const char *tokdesc(parser *P, tok *t) {
-	static char b[64];
+	char *b = jalloc(P->J, 64);
 	switch (t->t) {
 	case T_EOF: return "end of template";
 	case T_VEND: case T_BEND: return "end of tag";
 	case T_TEXT: return "text";
-	default: snprintf(b, sizeof b, "'%.*s'", (int)(t->n > 40 ? 40 : t->n), t->p ? t->p : ""); return b;
+	default: snprintf(b, 64, "'%.*s'", (int)(t->n > 40 ? 40 : t->n), t->p ? t->p : ""); return b;
 	}
 }
 static void __attribute__((noreturn)) unexpected(parser *P, const char *want) {
@@ -1231,7 +1237,7 @@ static val *eval(jx *J, frame *f, node *n);
 static int exec(jx *J, frame *f, node *n, ms_buf *out);
 static void enter_eval(jx *J, int line);
 
-enum { F_RANGE = 1, F_RAISE, F_NAMESPACE, F_DICT, F_STRFTIME, F_METHOD, F_LIST_APPEND };
+enum { F_RANGE = 1, F_RAISE, F_NAMESPACE, F_DICT, F_STRFTIME, F_METHOD, F_CYCLE };
 
 static const struct { const char *name; int id; } builtins[] = {
 	{"range", F_RANGE}, {"raise_exception", F_RAISE}, {"namespace", F_NAMESPACE}, {"dict", F_DICT},
@@ -1802,11 +1808,9 @@ static val *attr_path(jx *J, val *v, val *attr) {
 	return v;
 }
 
-static int cmp_items_ci;
-static jx *cmp_J;
-static int sort_cmp(const void *x, const void *y) {
-	val *a = *(val *const *)x, *b = *(val *const *)y;
-	if (a->t == V_STR && b->t == V_STR && cmp_items_ci) {
+/* ordering for sort/dictsort; never fails (incomparable values group by type) */
+static int sort_cmp(jx *J, val *a, val *b, int ci) {
+	if (a->t == V_STR && b->t == V_STR && ci) {
 		size_t m = a->s.n < b->s.n ? a->s.n : b->s.n;
 		for (size_t i = 0; i < m; i++) {
 			int c = tolower((unsigned char)a->s.p[i]) - tolower((unsigned char)b->s.p[i]);
@@ -1814,26 +1818,23 @@ static int sort_cmp(const void *x, const void *y) {
 		}
 		return (a->s.n > b->s.n) - (a->s.n < b->s.n);
 	}
-	if ((isnum(a) && isnum(b)) || (a->t == V_STR && b->t == V_STR)) return vcmp(cmp_J, a, b, 0);
-	return a->t - b->t; /* incomparable: group by type rather than fail inside qsort */
+	if ((isnum(a) && isnum(b)) || (a->t == V_STR && b->t == V_STR)) return vcmp(J, a, b, 0);
+	return a->t - b->t;
 }
 
 /* stable sort of l by key(l[i]) */
 static val *sort_list(jx *J, val *l, val **keys, int reverse, int ci) {
 	size_t n = l->l.n;
 	step(J, n, 0);
-	val **pairs = jalloc(J, (n + 1) * 2 * sizeof(val *));
-	/* insertion-merge: simple stable merge sort on indices */
+	/* bottom-up merge sort on indices: stable, like Python's sort */
 	size_t *idx = jalloc(J, (n + 1) * sizeof(size_t)), *tmp = jalloc(J, (n + 1) * sizeof(size_t));
 	for (size_t i = 0; i < n; i++) idx[i] = i;
-	cmp_items_ci = ci;
-	cmp_J = J;
 	for (size_t w = 1; w < n; w *= 2) {
 		for (size_t lo = 0; lo < n; lo += 2 * w) {
 			size_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
 			size_t i = lo, j = mid, k = lo;
 			while (i < mid && j < hi) {
-				int c = sort_cmp(&keys[idx[j]], &keys[idx[i]]);
+				int c = sort_cmp(J, keys[idx[j]], keys[idx[i]], ci);
 				if (reverse) c = -c;
 				tmp[k++] = c < 0 ? idx[j++] : idx[i++];
 			}
@@ -1842,7 +1843,6 @@ static val *sort_list(jx *J, val *l, val **keys, int reverse, int ci) {
 		}
 		memcpy(idx, tmp, n * sizeof(size_t));
 	}
-	(void)pairs;
 	val *r = mklist(J, n + 1);
 	for (size_t i = 0; i < n; i++) lpush(J, r, l->l.v[idx[i]]);
 	return r;
@@ -2198,6 +2198,9 @@ static val *call_func(jx *J, val *fn, args *a) {
 		size_t n = strftime(out, sizeof out, f->s.p, &tm);
 		return mkstr(J, out, n);
 	}
+	case F_CYCLE:
+		if (!a->np) jfail(J, MS_EFORMAT, line, "loop.cycle needs arguments");
+		return a->pos[(size_t)fn->fn.self->i % a->np];
 	case F_METHOD: {
 		int found;
 		val *r = call_method(J, fn->fn.self, fn->fn.name, a, &found);
@@ -2258,6 +2261,7 @@ static val *eval(jx *J, frame *f, node *n) {
 }
 
 static val *eval_(jx *J, frame *f, node *n) {
+	J->line = n->line;
 	step(J, 1, n->line);
 	switch (n->k) {
 	case E_LIT: return n->lit;
@@ -2280,11 +2284,9 @@ static val *eval_(jx *J, frame *f, node *n) {
 			fn->fn.id = F_METHOD;
 			fn->fn.name = n->name;
 			fn->fn.self = o;
-			args none = {.line = n->line};
 			static const char *const known[] = {"items", "keys", "values", "get", "strip", "lstrip", "rstrip", "split",
 			                                    "startswith", "endswith", "upper", "lower", "title", "replace", "append",
 			                                    "capitalize", "find", "count", "join", "index", "rsplit", NULL};
-			(void)none;
 			for (const char *const *k = known; *k; k++)
 				if (!strcmp(*k, n->name)) return fn;
 		}
@@ -2352,6 +2354,11 @@ static val *eval_(jx *J, frame *f, node *n) {
 			if (!strcmp(op, ">")) return mkbool(c > 0);
 			return mkbool(c >= 0);
 		}
+		if (strcmp(op, "~") && (a->t == V_UNDEF || b->t == V_UNDEF)) {
+			node *u = a->t == V_UNDEF ? n->a : n->b;
+			if (u->k == E_NAME) jfail(J, MS_EFORMAT, n->line, "'%s' is undefined", u->name);
+			if (u->k == E_ATTR) jfail(J, MS_EFORMAT, n->line, "attribute '%s' is undefined", u->name);
+		}
 		return arith(J, op, a, b, n->line);
 	}
 	case E_LISTLIT: case E_TUPLE: {
@@ -2394,7 +2401,6 @@ static int exec_for(jx *J, frame *f, node *n, ms_buf *out) {
 		items = kept;
 	}
 	size_t len = items->l.n;
-	val *outer_loop = lookup(J, f, "loop", 4);
 	for (size_t i = 0; i < len; i++) {
 		step(J, 1, n->line);
 		frame *lf = push_frame(J, f);
@@ -2410,7 +2416,10 @@ static int exec_for(jx *J, frame *f, node *n, ms_buf *out) {
 		dsetc(J, loop, "nextitem", i + 1 < len ? items->l.v[i + 1] : &V_undef);
 		dsetc(J, loop, "depth", mkint(J, 1));
 		dsetc(J, loop, "depth0", mkint(J, 0));
-		(void)outer_loop;
+		val *cyc = mkv(J, V_FUNC);
+		cyc->fn.id = F_CYCLE;
+		cyc->fn.self = mkint(J, (long long)i);
+		dsetc(J, loop, "cycle", cyc);
 		dsetc(J, lf->vars, "loop", loop);
 		assign(J, lf, n->a, items->l.v[i], n->line);
 		int r = exec(J, lf, body, out);
@@ -2430,6 +2439,7 @@ static int exec(jx *J, frame *f, node *n, ms_buf *out) {
 }
 
 static int exec_(jx *J, frame *f, node *n, ms_buf *out) {
+	J->line = n->line;
 	step(J, 1, n->line);
 	switch (n->k) {
 	case N_LIST:

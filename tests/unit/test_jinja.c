@@ -177,6 +177,7 @@ TEST(for_loop_variables) {
 	CHECK_RENDER("{% for i in range(2, 8, 3) %}{{ i }}{% endfor %}{% for i in range(3, 0, -1) %}{{ i }}{% endfor %}", NULL, "25321");
 	CHECK_RENDER("{% for a in [1,2] %}{% for b in [3,4] %}{{ loop.index }}{% endfor %}{{ loop.index }}{% endfor %}", NULL, "121122");
 	CHECK_RENDER("{% for x in missing %}x{% endfor %}ok", NULL, "ok");
+	CHECK_RENDER("{% for x in [1, 2, 3] %}{{ loop.cycle('a', 'b') }}{{ loop.previtem is defined }}{% endfor %}", NULL, "aFalsebTrueaTrue");
 }
 
 TEST(loop_controls) {
@@ -207,6 +208,7 @@ TEST(whitespace_control) {
 	CHECK_RENDER("x  {% if true %}y{% endif %}", NULL, "x  y");
 	CHECK_RENDER("  {%+ if true %}y{% endif %}", NULL, "  y");
 	CHECK_RENDER("{{ 'a' }}\nb", NULL, "a\nb");
+	CHECK_RENDER("{% if true +%}\nx{% endif %}", NULL, "\nx");
 	ms_jinja_opts o;
 	ms_jinja_opts_default(&o);
 	o.trim_blocks = o.lstrip_blocks = 0;
