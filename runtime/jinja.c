@@ -368,6 +368,22 @@ static tok *addtok(lexer *L, int t, const char *p, size_t n, int line) {
 	return k;
 }
 
+/* Text with Jinja's newline normalisation: \r\n and \r become \n */
+static void add_text(lexer *L, const char *p, size_t n, int line) {
+	if (!memchr(p, '\r', n)) { addtok(L, T_TEXT, p, n, line); return; }
+	char *c = jalloc(L->J, n + 1);
+	size_t m = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (p[i] == '\r') {
+			c[m++] = '\n';
+			if (i + 1 < n && p[i + 1] == '\n') i++;
+		} else {
+			c[m++] = p[i];
+		}
+	}
+	addtok(L, T_TEXT, c, m, line);
+}
+
 static int count_nl(const char *p, size_t n) {
 	int c = 0;
 	for (size_t i = 0; i < n; i++) c += p[i] == '\n';
@@ -395,6 +411,11 @@ static size_t lex_string(lexer *L, size_t i, tok *k) {
 	int line = L->line;
 	while (i < L->len && s[i] != q) {
 		if (s[i] == '\n') line++;
+		if (s[i] == '\r') { /* raw newlines in literals are normalised too */
+			ms_buf_puts(b, "\n");
+			i += 1 + (i + 1 < L->len && s[i + 1] == '\n');
+			continue;
+		}
 		if (s[i] != '\\' || i + 1 >= L->len) { ms_buf_append(b, s + i, 1); i++; continue; }
 		char c = s[i + 1];
 		i += 2;
@@ -560,7 +581,7 @@ static void lex(lexer *L) {
 			while (j > ts && (s[j - 1] == ' ' || s[j - 1] == '\t')) j--;
 			if (j == 0 || s[j - 1] == '\n') te = j;
 		}
-		if (te > ts) addtok(L, T_TEXT, s + ts, te - ts, L->line);
+		if (te > ts) add_text(L, s + ts, te - ts, L->line);
 		L->line += count_nl(s + start, tag - start);
 		if (!kind) break;
 		L->pos = tag + 2 + (mod == '-' || mod == '+');
@@ -596,7 +617,7 @@ static void lex(lexer *L) {
 			if (strip_next) while (rs < re && isspace((unsigned char)s[rs])) rs++;
 			else if (trim_nl && rs < re && s[rs] == '\n') rs++;
 			if (s[i + 2] == '-') while (re > rs && isspace((unsigned char)s[re - 1])) re--;
-			if (re > rs) addtok(L, T_TEXT, s + rs, re - rs, line0);
+			if (re > rs) add_text(L, s + rs, re - rs, line0);
 			L->line += count_nl(s + L->pos, i + m - L->pos);
 			strip_next = s[i + m - 3] == '-';
 			trim_nl = !strip_next && L->J->o.trim_blocks;
@@ -2514,6 +2535,8 @@ int ms_jinja_render(const char *tmpl, const json_t *context, const ms_jinja_opts
 	int rc;
 	if (setjmp(J->jb) == 0) {
 		lexer L = {.J = J, .src = tmpl, .len = strlen(tmpl), .line = 1};
+		/* Jinja's keep_trailing_newline=False: one final newline of the source is dropped */
+		if (L.len && tmpl[L.len - 1] == '\n') L.len -= 1 + (L.len > 1 && tmpl[L.len - 2] == '\r');
 		lex(&L);
 		parser P = {.J = J, .t = L.toks, .n = L.nt};
 		node *root = parse_body(&P, NULL, NULL);

@@ -216,6 +216,10 @@ TEST(whitespace_control) {
 	CHECK(r != NULL);
 	CHECK_STR(r, "  \nx\n");
 	CHECK_RENDER("{% raw %}{{ not evaluated }}{% endraw %}", NULL, "{{ not evaluated }}");
+	/* like Jinja: one trailing newline of the source is dropped, and \r\n becomes \n */
+	CHECK_RENDER("a\n", NULL, "a");
+	CHECK_RENDER("a\n\n", NULL, "a\n");
+	CHECK_RENDER("a\r\nb\r\n{% if true %}\r\nc\r\n{% endif %}\r\n", NULL, "a\nb\nc\n");
 }
 
 TEST(undefined) {
