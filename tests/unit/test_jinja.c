@@ -214,7 +214,7 @@ TEST(whitespace_control) {
 	o.trim_blocks = o.lstrip_blocks = 0;
 	const char *r = render_opts("  {% if true %}\nx{% endif %}\n", NULL, &o);
 	CHECK(r != NULL);
-	CHECK_STR(r, "  \nx\n");
+	CHECK_STR(r, "  \nx");
 	CHECK_RENDER("{% raw %}{{ not evaluated }}{% endraw %}", NULL, "{{ not evaluated }}");
 	/* like Jinja: one trailing newline of the source is dropped, and \r\n becomes \n */
 	CHECK_RENDER("a\n", NULL, "a");
