@@ -483,7 +483,7 @@ void ms_app_cancel_call(ms_app *app, ms_call *call) {
 /* ---- apps found, changed or removed on disk ---- */
 
 static void apply_limits(ms_app *app) {
-	ms_config *cfg = app->host->cfg;
+	ms_settings *cfg = app->host->cfg;
 	const ms_appsrc *src = app->src;
 	app->timeout_s = cfg->default_timeout;
 	app->memory_mb = cfg->default_memory;

@@ -16,7 +16,7 @@
 
 #include "common/ms.h"
 #include "host/appdir.h"
-#include "host/config.h"
+#include "host/settings.h"
 #include "host/http.h"
 #include "host/store.h"
 #include "host/worker.h"
@@ -145,7 +145,7 @@ struct ms_session {
 
 struct ms_host {
 	uv_loop_t *loop;
-	ms_config *cfg;
+	ms_settings *cfg;
 	char exe_dir[PATH_MAX];
 	char appworker_exe[PATH_MAX + 32];
 	char modelworker_exe[PATH_MAX + 32];
