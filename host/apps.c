@@ -161,6 +161,7 @@ static void finish_call(ms_app_worker *aw, int ok) {
 	ms_app *app = aw->app;
 	if (!call) return;
 	uv_timer_stop(&aw->deadline);
+	ms_models_cancel(aw, -1);
 	aw->call = NULL;
 	call->worker = NULL;
 	app->running--;
@@ -174,6 +175,7 @@ static void on_worker_exit(ms_worker *w, int64_t status, int sig, const char *re
 	ms_app *app = aw->app;
 	ms_host *h = app->host;
 	aw->proc = NULL;
+	ms_models_cancel(aw, -1);
 	int idx = worker_index(app, aw);
 	if (idx >= 0) app->workers[idx] = app->workers[--app->n_workers];
 	if (!aw->ready) app->starting--;
@@ -312,12 +314,16 @@ static void on_call_message(ms_app_worker *aw, const char *t, json_t *msg) {
 	} else if (!strcmp(t, "progress")) {
 		ms_call_progress(call, msg);
 	} else if (!strcmp(t, "model")) {
-		/* model calls are relayed to model workers once the runtime serves them */
-		json_t *reply = json_pack("{s:s,s:O,s:s}", "t", "model_error", "req", json_object_get(msg, "req"), "message",
-					  "this host has no model workers yet: model calls are not available");
-		send_to_worker(aw, reply);
+		if (!json_is_integer(json_object_get(msg, "req")) || !json_is_string(json_object_get(msg, "model")) ||
+		    !json_is_string(json_object_get(msg, "op")))
+			return protocol_violation(aw, "a \"model\" frame without req, model and op");
+		ms_models_request(aw, msg);
 		return;
-	} else if (strcmp(t, "model_cancel") != 0) {
+	} else if (!strcmp(t, "model_cancel")) {
+		json_t *req = json_object_get(msg, "req");
+		if (json_is_integer(req)) ms_models_cancel(aw, json_integer_value(req));
+		return;
+	} else {
 		return protocol_violation(aw, "an unknown message type");
 	}
 	if (aw->retiring && !aw->call && aw->proc) ms_worker_kill(aw->proc, NULL);

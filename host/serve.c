@@ -12,6 +12,7 @@ static void on_sweep(uv_timer_t *t) { ms_sessions_sweep(t->data); }
 static void finish_shutdown(ms_host *h) {
 	uv_timer_stop(&h->shutdown_timer);
 	ms_apps_stop_all(h);
+	ms_models_stop_all(h);
 	if (h->watch) ms_appdir_watch_stop(h->watch);
 	h->watch = NULL;
 	if (h->http) ms_http_server_close(h->http);
@@ -146,6 +147,8 @@ int ms_serve_main(int argc, char **argv) {
 	fflush(stderr);
 	uv_run(h->loop, UV_RUN_DEFAULT);
 	free_host_state(h);
+	ms_models_free(h);
+	uv_run(h->loop, UV_RUN_DEFAULT); /* the model timers' close callbacks */
 	ms_store_close(h->store);
 	uv_loop_close(h->loop);
 	MS_INFO("serve", "stopped cleanly");
