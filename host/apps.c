@@ -216,8 +216,15 @@ static void on_worker_log(ms_worker *w, const char *line, void *ud) {
 
 static void on_deadline(uv_timer_t *t) {
 	ms_app_worker *aw = t->data;
-	char reason[128];
-	snprintf(reason, sizeof reason, "the call passed its time limit of %d s", aw->app->timeout_s);
+	char reason[160];
+	if (!aw->ready) { /* loading again would loop again: an error until the app changes */
+		snprintf(reason, sizeof reason, "the app did not start within %d s (an endless loop at the top level of app.lua?)",
+			 aw->app->timeout_s);
+		if (aw->src == aw->app->src) set_stage(aw->app, MS_STAGE_RUNTIME_ERROR, reason);
+		ms_app_log(aw->app, "[moonspace] %s", reason);
+		aw->retiring = 1;
+	} else
+		snprintf(reason, sizeof reason, "the call passed its time limit of %d s", aw->app->timeout_s);
 	if (aw->proc) ms_worker_kill(aw->proc, reason);
 }
 
@@ -274,6 +281,7 @@ static void on_ready(ms_app_worker *aw, json_t *msg) {
 	if (!valid_interface(msg)) return protocol_violation(aw, "\"ready\" without a valid endpoints list");
 	aw->ready = 1;
 	app->starting--;
+	uv_timer_stop(&aw->deadline);
 	if (aw->src == app->src) {
 		json_decref(app->iface);
 		app->iface = json_incref(msg);
@@ -382,6 +390,8 @@ static void spawn_worker(ms_app *app) {
 	app->workers[app->n_workers++] = aw;
 	app->starting++;
 	send_to_worker(aw, init_message(app, aw->src));
+	/* loading runs app code too: it gets the same time limit as a call */
+	uv_timer_start(&aw->deadline, on_deadline, (uint64_t)app->timeout_s * 1000 + 1000, 0);
 }
 
 /* ---- the queue ---- */
