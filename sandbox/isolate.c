@@ -34,6 +34,9 @@ static int set_limit(int res, rlim_t val) {
 }
 
 static int apply_rlimits(const ms_isolate_opts *o, char *err, size_t errlen) {
+#ifdef MS_ASAN /* said before RLIMIT_FSIZE 0: stderr may be a regular file */
+	fprintf(stderr, "moonspace worker: ASan build: RLIMIT_AS/RLIMIT_DATA not set, leak detection off\n");
+#endif
 	rlim_t cpu = o->cpu_s ? o->cpu_s : 6 * 3600;
 	int nofile = o->keep_fd + 1 > 8 ? o->keep_fd + 1 : 8;
 	struct { int res; rlim_t val; const char *name; } lim[] = {
@@ -49,8 +52,7 @@ static int apply_rlimits(const ms_isolate_opts *o, char *err, size_t errlen) {
 	if (!o->allow_threads && set_limit(RLIMIT_NPROC, 0) != 0)
 		return ms_errf(err, errlen, MS_EDENIED, "setrlimit(RLIMIT_NPROC): %s", strerror(errno));
 #ifdef MS_ASAN
-	note("%s", " rlimits(no AS/DATA: ASan build)");
-	fprintf(stderr, "moonspace worker: ASan build: RLIMIT_AS/RLIMIT_DATA not set, leak detection off\n");
+	note("%s", " rlimits(no AS/DATA: ASan build, leak detection off)");
 #else
 	size_t mb = (o->memory_mb ? o->memory_mb : 256) + (o->headroom_mb ? o->headroom_mb : 512);
 	rlim_t bytes = (rlim_t)mb << 20;
