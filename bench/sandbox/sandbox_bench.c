@@ -38,6 +38,20 @@ int main(int argc, char **argv) {
 		wk_free(&w);
 	}
 	double cold = median(t, starts);
+	/* baseline, same run: fork + exec + exit of /bin/true (process creation on this machine) */
+	for (int i = 0; i < starts; i++) {
+		double t0 = wk_now();
+		pid_t p = fork();
+		if (p == 0) {
+			char *av[] = {"/bin/true", NULL}, *ev[] = {NULL};
+			execve(av[0], av, ev);
+			_exit(127);
+		}
+		int st;
+		waitpid(p, &st, 0);
+		t[i] = wk_now() - t0;
+	}
+	double base = median(t, starts);
 	wk w;
 	if (wk_spawn(&w, bin)) return 1;
 	json_decref(wk_init(&w, wk_files1(app), 64, 10, NULL));
@@ -52,6 +66,8 @@ int main(int argc, char **argv) {
 	wk_free(&w);
 	printf("cold start (spawn -> ready): median %.2f ms over %d runs (goal < 10 ms: %s)\n", cold * 1e3, starts,
 	       cold < 0.010 ? "met" : "missed");
+	printf("  baseline fork+exec+exit of /bin/true: median %.2f ms (cold start = %.2fx baseline, %.2f ms above it)\n",
+	       base * 1e3, cold / base, (cold - base) * 1e3);
 	printf("trivial call round trip:     median %.1f us over %d calls (goal < 100 us: %s)\n", rt * 1e6, calls,
 	       rt < 100e-6 ? "met" : "missed");
 	free(t);
