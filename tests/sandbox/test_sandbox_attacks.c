@@ -41,6 +41,8 @@ static void run_attack(const char *name, int out) {
 		json_t *d = wk_call(&w, 1, "predict", json_pack("[s]", "x"), timeout_s + 1.0, NULL);
 		if (d && !strcmp(wk_type(d), "error")) {
 			how = json_string_value(json_object_get(d, "kind"));
+			/* the worker's own hard stop (no hook fired: C code) answers, then exits 3 */
+			if (wk_wait_exit(&w, 0.1) && WIFEXITED(w.status) && WEXITSTATUS(w.status) == 3) how = "timeout(hard-stop)";
 			snprintf(why, sizeof why, "%s", json_string_value(json_object_get(d, "message")));
 		} else if (d) {
 			snprintf(why, sizeof why, "answered %s instead of an error", wk_type(d));
