@@ -41,6 +41,33 @@ static pcre2_code *parse_pattern(json_t *p, char *err, size_t errlen) {
 
 /* ---- normalizers ---- */
 
+static int b64val(int c) {
+	return c >= 'A' && c <= 'Z' ? c - 'A' : c >= 'a' && c <= 'z' ? c - 'a' + 26 : c >= '0' && c <= '9' ? c - '0' + 52 :
+	       c == '+' ? 62 : c == '/' ? 63 : -1;
+}
+
+/* Standard base64 (padding optional); *out is malloc'd (also on failure: NULL). */
+static int base64_decode(const char *s, unsigned char **out, size_t *n) {
+	size_t len = strlen(s);
+	*out = malloc(len / 4 * 3 + 4);
+	*n = 0;
+	if (!*out) return MS_ENOMEM;
+	uint32_t acc = 0;
+	int bits = 0;
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] == '=') break;
+		int v = b64val((unsigned char)s[i]);
+		if (v < 0) { free(*out); *out = NULL; return MS_EFORMAT; }
+		acc = (acc << 6) | (uint32_t)v;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			(*out)[(*n)++] = (unsigned char)(acc >> bits);
+		}
+	}
+	return 0;
+}
+
 static int parse_normalizer(json_t *j, tk_normalizer *n, char *err, size_t errlen) {
 	memset(n, 0, sizeof *n);
 	const char *t = jstr(j, "type");
@@ -84,6 +111,17 @@ static int parse_normalizer(json_t *j, tk_normalizer *n, char *err, size_t errle
 		n->type = TKN_REPLACE;
 		if (!(n->re = parse_pattern(json_object_get(j, "pattern"), err, errlen))) return MS_EFORMAT;
 		return (n->content = dup(jstr(j, "content") ? jstr(j, "content") : "")) ? 0 : MS_ENOMEM;
+	}
+	if (!strcmp(t, "Precompiled")) {
+		n->type = TKN_PRECOMPILED;
+		const char *b64 = jstr(j, "precompiled_charsmap");
+		if (!b64 || !*b64) return 0; /* no charsmap: identity */
+		unsigned char *bytes;
+		size_t nb;
+		int rc = base64_decode(b64, &bytes, &nb);
+		if (!rc) rc = tk_precompiled_init(n, bytes, nb);
+		free(bytes);
+		return rc ? ms_errf(err, errlen, rc, "Precompiled: malformed precompiled_charsmap") : 0;
 	}
 	return ms_errf(err, errlen, MS_EUNSUPPORTED, "normalizer %s is not supported", t);
 }
@@ -207,11 +245,47 @@ static int parse_merges(ms_tokenizer *tok, json_t *merges, char *err, size_t err
 	return rc;
 }
 
+/* Unigram: "vocab": [[piece, log prob], ...] (the id is the index), "unk_id". */
+static int parse_unigram(ms_tokenizer *tok, json_t *j, char *err, size_t errlen) {
+	tk_model *m = &tok->model;
+	json_t *vocab = json_object_get(j, "vocab");
+	m->type = TKM_UNIGRAM;
+	m->fuse_unk = 1;
+	m->byte_fallback = jbool(j, "byte_fallback", 0);
+	if (!json_is_array(vocab) || json_array_size(vocab) > tok->n_ids)
+		return ms_errf(err, errlen, MS_EFORMAT, "Unigram vocab is not an array of [piece, score]");
+	if (!(m->scores = calloc(tok->n_ids, sizeof *m->scores))) return MS_ENOMEM;
+	m->min_score = 0;
+	for (size_t i = 0; i < json_array_size(vocab); i++) {
+		json_t *e = json_array_get(vocab, i), *p = json_array_get(e, 0), *sc = json_array_get(e, 1);
+		if (!json_is_string(p) || !json_is_number(sc))
+			return ms_errf(err, errlen, MS_EFORMAT, "Unigram vocab[%zu] is not [piece, score]", i);
+		size_t pl = json_string_length(p);
+		int rc = set_token(tok, (int32_t)i, json_string_value(p), pl);
+		if (!rc && tk_strmap_get(&m->vocab, json_string_value(p), pl) < 0)
+			rc = tk_strmap_put(&m->vocab, json_string_value(p), pl, (int32_t)i);
+		if (rc) return rc;
+		m->scores[i] = json_number_value(sc);
+		if (i == 0 || m->scores[i] < m->min_score) m->min_score = m->scores[i];
+		if (pl > m->max_tok_len) m->max_tok_len = pl;
+	}
+	json_int_t unk = jint(j, "unk_id", -1);
+	if (unk < 0 || (size_t)unk >= json_array_size(vocab)) return ms_errf(err, errlen, MS_EFORMAT, "Unigram without a valid unk_id");
+	m->unk_id = (int32_t)unk;
+	for (int b = 0; b < 256; b++) {
+		char name[8];
+		snprintf(name, sizeof name, "<0x%02X>", b);
+		m->byte_ids[b] = tk_strmap_get(&m->vocab, name, 6);
+	}
+	return 0;
+}
+
 static int parse_model(ms_tokenizer *tok, json_t *j, char *err, size_t errlen) {
 	tk_model *m = &tok->model;
 	const char *t = jstr(j, "type");
 	json_t *vocab = json_object_get(j, "vocab");
 	if (!t) t = json_object_get(j, "merges") ? "BPE" : json_object_get(j, "continuing_subword_prefix") ? "WordPiece" : "";
+	if (!strcmp(t, "Unigram")) return parse_unigram(tok, j, err, errlen);
 	if (!strcmp(t, "BPE")) m->type = TKM_BPE;
 	else if (!strcmp(t, "WordPiece")) m->type = TKM_WORDPIECE;
 	else if (!strcmp(t, "WordLevel")) m->type = TKM_WORDLEVEL;
@@ -378,8 +452,10 @@ static size_t max_id(json_t *root) {
 	json_int_t mx = -1;
 	const char *k;
 	json_t *v;
-	json_object_foreach(json_object_get(json_object_get(root, "model"), "vocab"), k, v)
+	json_t *vocab = json_object_get(json_object_get(root, "model"), "vocab");
+	json_object_foreach(vocab, k, v)
 		if (json_integer_value(v) > mx) mx = json_integer_value(v);
+	if (json_is_array(vocab)) mx = (json_int_t)json_array_size(vocab) - 1; /* Unigram */
 	json_t *added = json_object_get(root, "added_tokens");
 	for (size_t i = 0; i < json_array_size(added); i++) {
 		json_int_t id = jint(json_array_get(added, i), "id", -1);

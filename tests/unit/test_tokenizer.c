@@ -709,3 +709,26 @@ TEST(model_fixture_ids) {
 	model_refs("models/tiny-gpt2-f16/reference.json", "prompts", "tokenizers/gpt2");
 	model_refs("models/tiny-random-bert/reference_outputs.json", "cases", "tokenizers/bert-base-uncased");
 }
+
+/* Unigram (Viterbi by piece scores, unknowns fused) behind a Precompiled charsmap: a
+ * hand-built darts-clone trie mapping "A" to "a". */
+TEST(unigram_precompiled) {
+	ms_tokenizer *tok = load_tmp(
+		"{\"added_tokens\":[{\"id\":0,\"content\":\"<unk>\",\"special\":true,\"normalized\":false}],"
+		"\"normalizer\":{\"type\":\"Precompiled\",\"precompiled_charsmap\":\"DAEAAAAEAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAABBCQAAAAAAAAAAAIBhAA==\"},"
+		"\"pre_tokenizer\":{\"type\":\"Metaspace\",\"replacement\":\"\\u2581\",\"prepend_scheme\":\"always\",\"split\":true},"
+		"\"decoder\":{\"type\":\"Metaspace\",\"replacement\":\"\\u2581\",\"prepend_scheme\":\"always\"},"
+		"\"model\":{\"type\":\"Unigram\",\"unk_id\":0,\"vocab\":[[\"<unk>\",0.0],[\"\\u2581\",-1.0],[\"\\u2581a\",-2.0],"
+		"[\"b\",-2.5],[\"ab\",-3.0],[\"\\u2581ab\",-6.0],[\"a\",-1.5],[\"c\",-4.0]]}}");
+	/* "Ab" -> "ab" -> "\u2581ab": best path \u2581 + ab (-4) over \u2581a + b (-4.5), \u2581ab (-6) */
+	CHECK_STR(enc_str(tok, "Ab", 0), "1,4");
+	/* unknown "xx" fuses into one <unk>; "cA" -> "ca" */
+	CHECK_STR(enc_str(tok, "Ab xx cA", 0), "1,4,1,0,1,7,6");
+	int32_t d[] = {1, 4, 2, 3};
+	char *s;
+	CHECK_INT(ms_tokenizer_decode(tok, d, 4, 0, &s), 0);
+	CHECK_STR(s, "ab ab");
+	free(s);
+	CHECK_INT(ms_tokenizer_vocab_size(tok), 8);
+	ms_tokenizer_free(tok);
+}
