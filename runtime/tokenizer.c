@@ -407,18 +407,23 @@ static int parse_post(ms_tokenizer *tok, json_t *j, char *err, size_t errlen) {
 
 /* ---- added tokens ---- */
 
-/* Buckets the added tokens by first byte so that matching tries only the candidates. */
+/* Indexes the added tokens for matching: a map per `normalized` flag, the distinct
+ * lengths to try (longest first) and the bytes that can start a token. */
 static int index_added(ms_tokenizer *tok) {
 	for (int f = 0; f < 2; f++) {
-		uint32_t count[257] = {0};
-		for (size_t i = 0; i < tok->n_added; i++)
-			if (tok->added[i].normalized == f && tok->added[i].len) count[(unsigned char)tok->added[i].content[0] + 1]++;
-		for (int c = 0; c < 256; c++) count[c + 1] += count[c];
-		memcpy(tok->start[f], count, sizeof count);
-		if (!(tok->by_byte[f] = malloc((tok->n_added + 1) * sizeof(uint32_t)))) return MS_ENOMEM;
-		for (size_t i = 0; i < tok->n_added; i++)
-			if (tok->added[i].normalized == f && tok->added[i].len)
-				tok->by_byte[f][count[(unsigned char)tok->added[i].content[0]]++] = (uint32_t)i;
+		if (!(tok->alens[f] = malloc((tok->n_added + 1) * sizeof(size_t)))) return MS_ENOMEM;
+		for (size_t i = 0; i < tok->n_added; i++) {
+			const tk_added *a = &tok->added[i];
+			if (a->normalized != f || !a->len || tk_strmap_get(&tok->amap[f], a->content, a->len) >= 0) continue;
+			if (tk_strmap_put(&tok->amap[f], a->content, a->len, (int32_t)i)) return MS_ENOMEM;
+			tok->afirst[f][(unsigned char)a->content[0]] = 1;
+			size_t k = 0;
+			while (k < tok->n_alens[f] && tok->alens[f][k] > a->len) k++;
+			if (k < tok->n_alens[f] && tok->alens[f][k] == a->len) continue;
+			memmove(tok->alens[f] + k + 1, tok->alens[f] + k, (tok->n_alens[f] - k) * sizeof(size_t));
+			tok->alens[f][k] = a->len;
+			tok->n_alens[f]++;
+		}
 	}
 	return 0;
 }
@@ -607,7 +612,7 @@ void ms_tokenizer_free(ms_tokenizer *tok) {
 	free(tok->special);
 	for (size_t i = 0; i < tok->n_added; i++) free(tok->added[i].content);
 	free(tok->added);
-	free(tok->by_byte[0]), free(tok->by_byte[1]);
+	for (int f = 0; f < 2; f++) tk_strmap_free(&tok->amap[f]), free(tok->alens[f]);
 	tk_normalizer_free(&tok->norm);
 	tk_pretok_free(&tok->pretok);
 	tmpl_free(&tok->single);
@@ -651,12 +656,12 @@ static int split_added(const ms_tokenizer *tok, const char *s, size_t len, int n
 		const tk_added *best = NULL;
 		size_t bs = 0, be = 0;
 		for (; i < len && !best; i += tk_utf8_step(s + i, len - i)) {
-			unsigned char c0 = (unsigned char)s[i];
-			const uint32_t *cand = tok->by_byte[normalized];
-			for (uint32_t k = tok->start[normalized][c0]; cand && k < tok->start[normalized][c0 + 1]; k++) {
-				const tk_added *a = &tok->added[cand[k]];
-				if (a->len > len - i || (best && a->len <= best->len)) continue;
-				if (memcmp(s + i, a->content, a->len) != 0) continue;
+			if (!tok->afirst[normalized][(unsigned char)s[i]]) continue;
+			for (size_t k = 0; k < tok->n_alens[normalized] && !best; k++) {
+				size_t al = tok->alens[normalized][k];
+				int32_t idx = al <= len - i ? tk_strmap_get(&tok->amap[normalized], s + i, al) : -1;
+				if (idx < 0) continue;
+				const tk_added *a = &tok->added[idx];
 				if (a->single_word && ((i > 0 && is_word_cp(cp_before(s, i))) || (i + a->len < len && is_word_cp(cp_at(s, len, i + a->len)))))
 					continue;
 				best = a;

@@ -171,10 +171,11 @@ struct ms_tokenizer {
 	uint8_t *special;     /* per id: an added token marked special */
 	tk_added *added;
 	size_t n_added;
-	/* added tokens by first byte, for each `normalized` flag: the indices of those starting
-	 * with byte c are by_byte[f][start[f][c] .. start[f][c + 1]) */
-	uint32_t *by_byte[2];
-	uint32_t start[2][257];
+	/* for matching, per `normalized` flag f: content -> index into added, the distinct
+	 * lengths (longest first) and which bytes start a token */
+	tk_strmap amap[2];
+	size_t *alens[2], n_alens[2];
+	uint8_t afirst[2][256];
 	int has_normalizer, has_pretok;
 	tk_normalizer norm;
 	tk_pretok pretok;
