@@ -14,7 +14,7 @@
 
 static void tokenize_usage(FILE *f) {
 	fprintf(f,
-		"usage: moonspace tokenize MODEL TEXT [--no-special]\n"
+		"usage: moonspace tokenize MODEL [--no-special] [--] TEXT\n"
 		"       moonspace tokenize MODEL --decode IDS [--no-special]\n\n"
 		"Prints TEXT's token ids as a JSON array, using MODEL's tokenizer.json (and\n"
 		"tokenizer_config.json). MODEL is a checkpoint directory or a directory holding only\n"
@@ -80,13 +80,18 @@ static int parse_ids(const char *s, int32_t **ids, size_t *n) {
 int ms_cli_tokenize(int argc, char **argv) {
 	const char *model = NULL, *text = NULL;
 	int no_special = 0, decode = 0;
+	int opts_done = 0;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
-		if (!strcmp(a, "-h") || !strcmp(a, "--help")) { tokenize_usage(stdout); return 0; }
-		if (!strcmp(a, "--no-special")) no_special = 1;
-		else if (!strcmp(a, "--decode")) decode = 1;
-		else if (!strcmp(a, "--")) { if (i + 1 < argc) text = argv[++i]; }
-		else if (a[0] == '-' && a[1] && !model) { fprintf(stderr, "moonspace tokenize: unknown option %s\n", a); tokenize_usage(stderr); return 2; }
+		if (!opts_done && (!strcmp(a, "-h") || !strcmp(a, "--help"))) { tokenize_usage(stdout); return 0; }
+		if (!opts_done && !strcmp(a, "--no-special")) no_special = 1;
+		else if (!opts_done && !strcmp(a, "--decode")) decode = 1;
+		else if (!opts_done && !strcmp(a, "--")) opts_done = 1; /* a TEXT may start with '-' after it */
+		else if (!opts_done && a[0] == '-' && a[1] && (a[1] == '-' || !model)) {
+			fprintf(stderr, "moonspace tokenize: unknown option %s\n", a);
+			tokenize_usage(stderr);
+			return 2;
+		}
 		else if (!model) model = a;
 		else if (!text) text = a;
 		else { fprintf(stderr, "moonspace tokenize: unexpected argument %s\n", a); tokenize_usage(stderr); return 2; }

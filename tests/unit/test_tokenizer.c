@@ -532,6 +532,9 @@ TEST(cli_tokenize) {
 	CHECK_INT(run_cli((char *[]){"moonspace", "tokenize", "--help", NULL}, out, sizeof out), 0);
 	CHECK(strstr(out, "usage: moonspace tokenize") != NULL);
 	CHECK(run_cli((char *[]){"moonspace", "tokenize", "/nonexistent", "x", NULL}, out, sizeof out) != 0);
+	CHECK_INT(run_cli((char *[]){"moonspace", "tokenize", bert, "--no-spec", "x", NULL}, out, sizeof out), 2);
+	CHECK_INT(run_cli((char *[]){"moonspace", "tokenize", bert, "--no-special", "--", "--help", NULL}, out, sizeof out), 0);
+	CHECK_STR(out, "[1011, 1011, 2393]\n");
 	CHECK(run_cli((char *[]){"moonspace", "tokenize", bert, "--decode", "[1, \"x\"]", NULL}, out, sizeof out) != 0);
 }
 
