@@ -1,6 +1,7 @@
 /* runtime/cli_tokenize.c: `moonspace tokenize MODEL TEXT [--no-special] [--decode]`.
  *
- * MODEL is a directory holding tokenizer.json (a checkpoint, or only the tokenizer files).
+ * MODEL is a directory holding tokenizer.json (a checkpoint, or only the tokenizer files)
+ * or a Hub repo id resolved in the Hugging Face cache (runtime/modeldir.h).
  * Prints the ids as a JSON array; --decode reads ids (a JSON array or space-separated) and
  * prints the text. TEXT "-" or absent reads standard input.
  */
@@ -10,6 +11,7 @@
 #include <string.h>
 
 #include "runtime/cli.h"
+#include "runtime/modeldir.h"
 #include "runtime/tokenizer.h"
 
 static void tokenize_usage(FILE *f) {
@@ -17,8 +19,9 @@ static void tokenize_usage(FILE *f) {
 		"usage: moonspace tokenize MODEL [--no-special] [--] TEXT\n"
 		"       moonspace tokenize MODEL --decode IDS [--no-special]\n\n"
 		"Prints TEXT's token ids as a JSON array, using MODEL's tokenizer.json (and\n"
-		"tokenizer_config.json). MODEL is a checkpoint directory or a directory holding only\n"
-		"the tokenizer files. TEXT \"-\" (or none) reads standard input.\n\n"
+		"tokenizer_config.json). MODEL is a checkpoint directory, a directory holding only\n"
+		"the tokenizer files, or a Hub repo id (org/name[@rev]) in the Hugging Face cache.\n"
+		"TEXT \"-\" (or none) reads standard input.\n\n"
 		"  --no-special   without the template's special tokens (BOS, [CLS], [SEP]);\n"
 		"                 with --decode: drop special tokens from the text\n"
 		"  --decode       IDS is a JSON array ([1, 2, 3]) or space-separated ids; prints the text\n"
@@ -97,10 +100,13 @@ int ms_cli_tokenize(int argc, char **argv) {
 		else { fprintf(stderr, "moonspace tokenize: unexpected argument %s\n", a); tokenize_usage(stderr); return 2; }
 	}
 	if (!model) { tokenize_usage(stderr); return 2; }
-	char err[512] = "";
+	char err[1024] = "", dir[4096];
 	ms_tokenizer *tok;
-	/* TODO(runtime/modeldir.h): resolve Hub repo ids in the HF cache; directories only here */
-	if (ms_tokenizer_load(model, &tok, err, sizeof err)) {
+	if (ms_modeldir_resolve(model, dir, sizeof dir, err, sizeof err) != 0) {
+		fprintf(stderr, "moonspace tokenize: %s\n", err);
+		return 1;
+	}
+	if (ms_tokenizer_load(dir, &tok, err, sizeof err)) {
 		fprintf(stderr, "moonspace tokenize: %s\n", err);
 		return 1;
 	}

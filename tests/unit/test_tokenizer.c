@@ -3,6 +3,7 @@
  * text, stories260K's own tokenizer), streaming decode, invalid UTF-8, speed, the CLI. */
 #include <fcntl.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdint.h>
 
 #include "runtime/tokenizer.h"
@@ -535,6 +536,40 @@ TEST(cli_tokenize) {
 	CHECK_INT(run_cli((char *[]){"moonspace", "tokenize", bert, "--no-spec", "x", NULL}, out, sizeof out), 2);
 	CHECK_INT(run_cli((char *[]){"moonspace", "tokenize", bert, "--no-special", "--", "--help", NULL}, out, sizeof out), 0);
 	CHECK_STR(out, "[1011, 1011, 2393]\n");
+	/* a Hub repo id, resolved in a Hugging Face cache laid out as huggingface_hub does */
+	char hub[256], p[4600];
+	snprintf(hub, sizeof hub, "/tmp/ms-tok-hub-XXXXXX");
+	CHECK(mkdtemp(hub) != NULL);
+	const char *dirs[] = {"models--test-org--tok", "models--test-org--tok/refs", "models--test-org--tok/snapshots",
+			      "models--test-org--tok/snapshots/0123456789abcdef0123456789abcdef01234567"};
+	for (size_t i = 0; i < 4; i++) {
+		snprintf(p, sizeof p, "%s/%s", hub, dirs[i]);
+		CHECK(mkdir(p, 0755) == 0);
+	}
+	snprintf(p, sizeof p, "%s/models--test-org--tok/refs/main", hub);
+	FILE *f = fopen(p, "w");
+	CHECK(f != NULL);
+	fputs("0123456789abcdef0123456789abcdef01234567", f);
+	fclose(f);
+	char target[4300], abs[PATH_MAX];
+	CHECK(realpath(llama, abs) != NULL); /* the fixtures path may be relative */
+	snprintf(target, sizeof target, "%s/tokenizer.json", abs);
+	snprintf(p, sizeof p, "%s/models--test-org--tok/snapshots/0123456789abcdef0123456789abcdef01234567/tokenizer.json", hub);
+	CHECK(symlink(target, p) == 0);
+	setenv("HF_HUB_CACHE", hub, 1);
+	int rc = run_cli((char *[]){"moonspace", "tokenize", "test-org/tok", "hello world", NULL}, out, sizeof out);
+	unlink(p);
+	const char *rm[] = {"models--test-org--tok/refs/main", "models--test-org--tok/snapshots/0123456789abcdef0123456789abcdef01234567",
+			    "models--test-org--tok/snapshots", "models--test-org--tok/refs", "models--test-org--tok", ""};
+	for (size_t i = 0; i < 6; i++) {
+		snprintf(p, sizeof p, "%s/%s", hub, rm[i]);
+		if (i == 0) unlink(p);
+		else rmdir(p);
+	}
+	CHECK_INT(rc, 0);
+	/* no tokenizer_config.json here: the template's BOS still applies */
+	CHECK_STR(out, "[1, 22172, 3186]\n");
+	CHECK(run_cli((char *[]){"moonspace", "tokenize", "test-org/missing", "x", NULL}, out, sizeof out) != 0);
 	CHECK(run_cli((char *[]){"moonspace", "tokenize", bert, "--decode", "[1, \"x\"]", NULL}, out, sizeof out) != 0);
 }
 
