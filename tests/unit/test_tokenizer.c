@@ -3,6 +3,7 @@
  * text, stories260K's own tokenizer), streaming decode, invalid UTF-8, speed, the CLI. */
 #include <fcntl.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdint.h>
 
 #include "runtime/tokenizer.h"
@@ -532,6 +533,43 @@ TEST(cli_tokenize) {
 	CHECK_INT(run_cli((char *[]){"moonspace", "tokenize", "--help", NULL}, out, sizeof out), 0);
 	CHECK(strstr(out, "usage: moonspace tokenize") != NULL);
 	CHECK(run_cli((char *[]){"moonspace", "tokenize", "/nonexistent", "x", NULL}, out, sizeof out) != 0);
+	CHECK_INT(run_cli((char *[]){"moonspace", "tokenize", bert, "--no-spec", "x", NULL}, out, sizeof out), 2);
+	CHECK_INT(run_cli((char *[]){"moonspace", "tokenize", bert, "--no-special", "--", "--help", NULL}, out, sizeof out), 0);
+	CHECK_STR(out, "[1011, 1011, 2393]\n");
+	/* a Hub repo id, resolved in a Hugging Face cache laid out as huggingface_hub does */
+	char hub[256], p[4600];
+	snprintf(hub, sizeof hub, "/tmp/ms-tok-hub-XXXXXX");
+	CHECK(mkdtemp(hub) != NULL);
+	const char *dirs[] = {"models--test-org--tok", "models--test-org--tok/refs", "models--test-org--tok/snapshots",
+			      "models--test-org--tok/snapshots/0123456789abcdef0123456789abcdef01234567"};
+	for (size_t i = 0; i < 4; i++) {
+		snprintf(p, sizeof p, "%s/%s", hub, dirs[i]);
+		CHECK(mkdir(p, 0755) == 0);
+	}
+	snprintf(p, sizeof p, "%s/models--test-org--tok/refs/main", hub);
+	FILE *f = fopen(p, "w");
+	CHECK(f != NULL);
+	fputs("0123456789abcdef0123456789abcdef01234567", f);
+	fclose(f);
+	char target[4300], abs[PATH_MAX];
+	CHECK(realpath(llama, abs) != NULL); /* the fixtures path may be relative */
+	snprintf(target, sizeof target, "%s/tokenizer.json", abs);
+	snprintf(p, sizeof p, "%s/models--test-org--tok/snapshots/0123456789abcdef0123456789abcdef01234567/tokenizer.json", hub);
+	CHECK(symlink(target, p) == 0);
+	setenv("HF_HUB_CACHE", hub, 1);
+	int rc = run_cli((char *[]){"moonspace", "tokenize", "test-org/tok", "hello world", NULL}, out, sizeof out);
+	unlink(p);
+	const char *rm[] = {"models--test-org--tok/refs/main", "models--test-org--tok/snapshots/0123456789abcdef0123456789abcdef01234567",
+			    "models--test-org--tok/snapshots", "models--test-org--tok/refs", "models--test-org--tok", ""};
+	for (size_t i = 0; i < 6; i++) {
+		snprintf(p, sizeof p, "%s/%s", hub, rm[i]);
+		if (i == 0) unlink(p);
+		else rmdir(p);
+	}
+	CHECK_INT(rc, 0);
+	/* no tokenizer_config.json here: the template's BOS still applies */
+	CHECK_STR(out, "[1, 22172, 3186]\n");
+	CHECK(run_cli((char *[]){"moonspace", "tokenize", "test-org/missing", "x", NULL}, out, sizeof out) != 0);
 	CHECK(run_cli((char *[]){"moonspace", "tokenize", bert, "--decode", "[1, \"x\"]", NULL}, out, sizeof out) != 0);
 }
 
@@ -708,4 +746,27 @@ TEST(model_fixture_ids) {
 	model_refs("models/tiny-llama-gqa-sharded-f16/reference.json", "prompts", "models/tiny-llama-gqa-sharded-f16");
 	model_refs("models/tiny-gpt2-f16/reference.json", "prompts", "tokenizers/gpt2");
 	model_refs("models/tiny-random-bert/reference_outputs.json", "cases", "tokenizers/bert-base-uncased");
+}
+
+/* Unigram (Viterbi by piece scores, unknowns fused) behind a Precompiled charsmap: a
+ * hand-built darts-clone trie mapping "A" to "a". */
+TEST(unigram_precompiled) {
+	ms_tokenizer *tok = load_tmp(
+		"{\"added_tokens\":[{\"id\":0,\"content\":\"<unk>\",\"special\":true,\"normalized\":false}],"
+		"\"normalizer\":{\"type\":\"Precompiled\",\"precompiled_charsmap\":\"DAEAAAAEAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAABBCQAAAAAAAAAAAIBhAA==\"},"
+		"\"pre_tokenizer\":{\"type\":\"Metaspace\",\"replacement\":\"\\u2581\",\"prepend_scheme\":\"always\",\"split\":true},"
+		"\"decoder\":{\"type\":\"Metaspace\",\"replacement\":\"\\u2581\",\"prepend_scheme\":\"always\"},"
+		"\"model\":{\"type\":\"Unigram\",\"unk_id\":0,\"vocab\":[[\"<unk>\",0.0],[\"\\u2581\",-1.0],[\"\\u2581a\",-2.0],"
+		"[\"b\",-2.5],[\"ab\",-3.0],[\"\\u2581ab\",-6.0],[\"a\",-1.5],[\"c\",-4.0]]}}");
+	/* "Ab" -> "ab" -> "\u2581ab": best path \u2581 + ab (-4) over \u2581a + b (-4.5), \u2581ab (-6) */
+	CHECK_STR(enc_str(tok, "Ab", 0), "1,4");
+	/* unknown "xx" fuses into one <unk>; "cA" -> "ca" */
+	CHECK_STR(enc_str(tok, "Ab xx cA", 0), "1,4,1,0,1,7,6");
+	int32_t d[] = {1, 4, 2, 3};
+	char *s;
+	CHECK_INT(ms_tokenizer_decode(tok, d, 4, 0, &s), 0);
+	CHECK_STR(s, "ab ab");
+	free(s);
+	CHECK_INT(ms_tokenizer_vocab_size(tok), 8);
+	ms_tokenizer_free(tok);
 }
