@@ -11,6 +11,7 @@
  *                        first leaves an orphan that the late respond must free
  *   /stats               {"closes":C,"inflight":I,"done":D}: on_close calls so far
  *   /big?n=N             N bytes of 'x'
+ *   /drain               ms_http_server_stop_accepting(), then 200
  */
 #ifndef HTTP_TESTSRV_H
 #define HTTP_TESTSRV_H
@@ -115,6 +116,11 @@ static void testsrv_handler(ms_http_req *req, void *ud) {
 		snprintf(b, sizeof b, "{\"closes\":%u,\"inflight\":%u,\"done\":%u}", ts->closes,
 			 ms_http_server_inflight(ts->srv), ts->done);
 		ms_http_respond_json(req, 200, b);
+		return;
+	}
+	if (strcmp(p, "/drain") == 0) {
+		ms_http_server_stop_accepting(ts->srv);
+		ms_http_respond(req, 200, "text/plain", "draining", 8);
 		return;
 	}
 	if (strcmp(p, "/hold") == 0) {

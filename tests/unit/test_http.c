@@ -122,6 +122,8 @@ static void rm_root(void) {
 	if (system(cmd) != 0) {}
 }
 
+static char log_path[300]; /* when set, the child's stderr (access log on) goes there */
+
 static void start_server(unsigned max_conns) {
 	make_root();
 	int pfd[2];
@@ -149,7 +151,12 @@ static void start_server(unsigned max_conns) {
 		lim.header_timeout_ms = 400;
 		lim.body_timeout_ms = 400;
 		lim.idle_timeout_ms = 600;
-		lim.access_log = getenv("HTTP_TEST_LOG") != NULL;
+		lim.access_log = log_path[0] || getenv("HTTP_TEST_LOG") != NULL;
+		if (log_path[0]) {
+			int lfd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+			if (lfd < 0 || dup2(lfd, 2) < 0) _exit(6);
+			close(lfd);
+		}
 		if (ms_http_server_new(&loop, "127.0.0.1", 0, &lim, testsrv_handler, &child_ts, &child_ts.srv) != 0) _exit(3);
 		int port = ms_http_server_port(child_ts.srv);
 		if (write(pfd[1], &port, sizeof port) != sizeof port) _exit(4);
@@ -897,4 +904,43 @@ TEST(static_no_escape) {
 	CHECK_STR(r.body, "hello\n");
 	resp_free(&r);
 	stop_server();
+}
+
+/* ---------------------------------------------------------------- log and shutdown */
+
+TEST(access_log_and_drain) {
+	snprintf(log_path, sizeof log_path, "/tmp/ms-http-log-%d.txt", (int)getpid());
+	start_server(16);
+	resp r = {0};
+	client c = {.fd = -1};
+	cli_open(&c);
+	SEND(&c, "POST /echo?a=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc");
+	CHECK_INT(read_resp(&c, &r, 0), 0);
+	simple("GET /static/nope HTTP/1.1\r\nHost: x\r\n\r\n", &r, 0);
+	CHECK_INT(r.status, 404);
+	CHECK_MSG(strstr(r.body, "\"code\":\"not_found\"") && strstr(r.body, "\"message\":"), "error body %s", r.body);
+	simple("GET /drain HTTP/1.1\r\nHost: x\r\n\r\n", &r, 0);
+	CHECK_INT(r.status, 200);
+	/* the open keep-alive connection gets its answer, then is closed */
+	SEND(&c, "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n");
+	if (read_resp(&c, &r, 0) == 0) CHECK_INT(r.status, 200);
+	CHECK(cli_eof(&c));
+	cli_free(&c);
+	/* no new connections */
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)srv_port)};
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) != 0);
+	close(fd);
+	resp_free(&r);
+	stop_server();
+	size_t n = 0;
+	char *log = test_read_file(log_path, &n);
+	unlink(log_path);
+	log_path[0] = 0;
+	CHECK(log != NULL);
+	CHECK_MSG(strstr(log, "info http: POST /echo?a=1 200 3 ") != NULL, "log: %.500s", log);
+	CHECK_MSG(strstr(log, "info http: GET /static/nope 404 ") != NULL, "log: %.500s", log);
+	CHECK_MSG(strstr(log, " 127.0.0.1\n") != NULL, "log: %.500s", log);
+	free(log);
 }
