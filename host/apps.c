@@ -161,6 +161,7 @@ static void finish_call(ms_app_worker *aw, int ok) {
 	ms_app *app = aw->app;
 	if (!call) return;
 	uv_timer_stop(&aw->deadline);
+	ms_models_cancel(aw, -1);
 	aw->call = NULL;
 	call->worker = NULL;
 	app->running--;
@@ -174,6 +175,7 @@ static void on_worker_exit(ms_worker *w, int64_t status, int sig, const char *re
 	ms_app *app = aw->app;
 	ms_host *h = app->host;
 	aw->proc = NULL;
+	ms_models_cancel(aw, -1);
 	int idx = worker_index(app, aw);
 	if (idx >= 0) app->workers[idx] = app->workers[--app->n_workers];
 	if (!aw->ready) app->starting--;
@@ -214,8 +216,15 @@ static void on_worker_log(ms_worker *w, const char *line, void *ud) {
 
 static void on_deadline(uv_timer_t *t) {
 	ms_app_worker *aw = t->data;
-	char reason[128];
-	snprintf(reason, sizeof reason, "the call passed its time limit of %d s", aw->app->timeout_s);
+	char reason[160];
+	if (!aw->ready) { /* loading again would loop again: an error until the app changes */
+		snprintf(reason, sizeof reason, "the app did not start within %d s (an endless loop at the top level of app.lua?)",
+			 aw->app->timeout_s);
+		if (aw->src == aw->app->src) set_stage(aw->app, MS_STAGE_RUNTIME_ERROR, reason);
+		ms_app_log(aw->app, "[moonspace] %s", reason);
+		aw->retiring = 1;
+	} else
+		snprintf(reason, sizeof reason, "the call passed its time limit of %d s", aw->app->timeout_s);
 	if (aw->proc) ms_worker_kill(aw->proc, reason);
 }
 
@@ -272,6 +281,7 @@ static void on_ready(ms_app_worker *aw, json_t *msg) {
 	if (!valid_interface(msg)) return protocol_violation(aw, "\"ready\" without a valid endpoints list");
 	aw->ready = 1;
 	app->starting--;
+	uv_timer_stop(&aw->deadline);
 	if (aw->src == app->src) {
 		json_decref(app->iface);
 		app->iface = json_incref(msg);
@@ -312,12 +322,16 @@ static void on_call_message(ms_app_worker *aw, const char *t, json_t *msg) {
 	} else if (!strcmp(t, "progress")) {
 		ms_call_progress(call, msg);
 	} else if (!strcmp(t, "model")) {
-		/* model calls are relayed to model workers once the runtime serves them */
-		json_t *reply = json_pack("{s:s,s:O,s:s}", "t", "model_error", "req", json_object_get(msg, "req"), "message",
-					  "this host has no model workers yet: model calls are not available");
-		send_to_worker(aw, reply);
+		if (!json_is_integer(json_object_get(msg, "req")) || !json_is_string(json_object_get(msg, "model")) ||
+		    !json_is_string(json_object_get(msg, "op")))
+			return protocol_violation(aw, "a \"model\" frame without req, model and op");
+		ms_models_request(aw, msg);
 		return;
-	} else if (strcmp(t, "model_cancel") != 0) {
+	} else if (!strcmp(t, "model_cancel")) {
+		json_t *req = json_object_get(msg, "req");
+		if (json_is_integer(req)) ms_models_cancel(aw, json_integer_value(req));
+		return;
+	} else {
 		return protocol_violation(aw, "an unknown message type");
 	}
 	if (aw->retiring && !aw->call && aw->proc) ms_worker_kill(aw->proc, NULL);
@@ -376,6 +390,8 @@ static void spawn_worker(ms_app *app) {
 	app->workers[app->n_workers++] = aw;
 	app->starting++;
 	send_to_worker(aw, init_message(app, aw->src));
+	/* loading runs app code too: it gets the same time limit as a call */
+	uv_timer_start(&aw->deadline, on_deadline, (uint64_t)app->timeout_s * 1000 + 1000, 0);
 }
 
 /* ---- the queue ---- */
@@ -483,7 +499,7 @@ void ms_app_cancel_call(ms_app *app, ms_call *call) {
 /* ---- apps found, changed or removed on disk ---- */
 
 static void apply_limits(ms_app *app) {
-	ms_config *cfg = app->host->cfg;
+	ms_settings *cfg = app->host->cfg;
 	const ms_appsrc *src = app->src;
 	app->timeout_s = cfg->default_timeout;
 	app->memory_mb = cfg->default_memory;
@@ -503,12 +519,7 @@ static void apply_limits(ms_app *app) {
 static void store_app(ms_app *app) {
 	ms_host *h = app->host;
 	if (!h->store) return;
-	char *card = NULL;
-	if (app->src->has_card) {
-		json_t *j = ms_card_to_json(&app->src->card);
-		card = json_dumps(j, JSON_COMPACT);
-		json_decref(j);
-	}
+	char *card = ms_appsrc_card_json(app->src);
 	ms_store_app_upsert(h->store, app->id, card, ms_stage_name(app->stage), app->error, app->src->revision);
 	free(card);
 }

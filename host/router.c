@@ -173,5 +173,5 @@ int ms_host_token(ms_host *h, const ms_http_req *req, char *name_out, size_t len
 }
 
 int ms_app_needs_token(const ms_app *app) {
-	return app->host->cfg->require_token || (app->src && app->src->has_card && app->src->card.private_);
+	return app->host->cfg->require_token || (app->src && ms_appsrc_private(app->src));
 }

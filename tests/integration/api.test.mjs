@@ -105,7 +105,7 @@ s.test("invalid inputs get 422 with the parameter named", async ({ host }) => {
 
 s.test("call/{api} then GET the curl-style event stream", async ({ host }) => {
   const base = host.url + "/spaces/moonspace/streaming-demo/gradio_api/call/typewriter";
-  const { event_id } = await (await post(base, { data: ["one two three four", 0] })).json();
+  const { event_id } = await (await post(base, { data: ["one two three four", 150] })).json();
   assert(event_id, "event id");
   const events = await readSSE(await fetch(base + "/" + event_id));
   const gen = events.filter((e) => e.event === "generating").map((e) => e.json[0]);
