@@ -330,7 +330,7 @@ function endpointView(a, ep, fnIndex) {
 
   let examples = null;
   if (ep.examples && ep.examples.length) {
-    const vis = inputs.filter((c) => !NON_API.has(c.type));
+    const vis = inputs.filter((c) => !NON_API.has(c.type) && !c.hidden);
     examples = el("section.examples",
       el("h3", "Examples"),
       el("div.table-wrap", el("table",
@@ -341,11 +341,11 @@ function endpointView(a, ep, fnIndex) {
             tabindex: 0, title: "Click to fill the form",
             onclick: () => fill(pairs),
             onkeydown: (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); fill(pairs); } },
-          }, pairs.filter(([c]) => !NON_API.has(c.type)).map(([, v]) => el("td", exampleText(v))));
+          }, pairs.filter(([c]) => !NON_API.has(c.type) && !c.hidden).map(([, v]) => el("td", exampleText(v))));
         })))));
   }
   function fill(pairs) {
-    for (const [c, v] of pairs) if (!NON_API.has(c.type)) c.set(v);
+    for (const [c, v] of pairs) if (!NON_API.has(c.type) && v !== undefined) c.set(v);
     apiPanel && apiPanel.update();
     form.querySelector("input,textarea,select")?.focus({ preventScroll: true });
   }

@@ -173,20 +173,21 @@ const INPUTS = {
 
   // Held by the host per session; never shown, always sent as null (the host fills it in).
   state() {
-    return { node: el("span", { hidden: true }), get: () => null, set: () => {}, defaultValue: () => null };
+    return { node: el("span", { hidden: true }), hidden: true, get: () => null, set: () => {}, defaultValue: () => null };
   },
 
   // A chatbot as an input carries the conversation shown by its output twin.
   chatbot(props, label) {
     let linked = null, value = props.value ?? [];
     const node = el("div", { hidden: true });
-    return {
+    const c = {
       node,
       get: () => (linked ? linked.get() : value) ?? [],
       set: (v) => { value = v ?? []; if (linked) linked.set(value); },
       defaultValue: () => props.value ?? [],
-      link: (out) => { linked = out; },
+      link: (out) => { linked = out; c.hidden = true; },
     };
+    return c;
   },
 
   markdown(props, label) { return INPUTS.textbox({ ...props, lines: 4 }, label); },
