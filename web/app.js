@@ -191,6 +191,7 @@ function toast(text, level = "info") {
   if (!box) document.body.append(box = el("div.toasts", { role: "status", "aria-live": "polite" }));
   const t = el(`div.toast.toast-${level}`, text);
   box.append(t);
+  while (box.children.length > 4) box.firstChild.remove(); // a print flood stays readable
   setTimeout(() => t.remove(), level === "error" ? 8000 : 4000);
 }
 

@@ -2,7 +2,7 @@
 // client (search over id, title, description and tags; one tag at a time), so typing is
 // instant. The search and tag live in the URL (?q=&tag=) so that a filtered view can be shared.
 import {
-  ROOT, api, el, gradient, stageBadge, isErrorStage, themeToggle, loginButton, loginDialog,
+  ROOT, api, el, icon, gradient, stageBadge, isErrorStage, themeToggle, loginButton, loginDialog,
   siteHeader, fmtCount, timeAgo,
 } from "./common.js";
 
@@ -51,7 +51,7 @@ function renderCard(a) {
       msg && (isErrorStage(stage) || stage === "BUILDING") ? el("p.card-error", msg) : null,
     ),
     el("div.card-foot",
-      el("span.card-id", c.pinned ? "📌 " : "", a.id),
+      el("span.card-id", c.pinned ? el("span.pin", { title: "Pinned" }, icon("pin")) : null, a.id),
       a.lastModified ? el("span.card-time", timeAgo(a.lastModified)) : null,
     ),
     tagsOf(a).length ? el("div.card-tags", tagsOf(a).slice(0, 4).map((t) => el("span.chip", t))) : null,

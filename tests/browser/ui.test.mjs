@@ -227,7 +227,7 @@ async function main() {
     await page.waitForSelector('.card[data-id="uitest/boom"]');
     const cards = await page.$$eval(".card[data-id]", (els) => els.map((e) => ({
       id: e.dataset.id, bg: getComputedStyle(e).backgroundImage, title: e.querySelector(".card-title")?.textContent,
-      badge: e.querySelector(".badge")?.textContent, pinned: e.querySelector(".card-id")?.textContent.includes("📌"),
+      badge: e.querySelector(".badge")?.textContent, pinned: !!e.querySelector(".card-id .pin"),
     })));
     const s = cards.find((c) => c.id === "uitest/stream");
     if (s.title !== "Stream probe") throw new Error(`card title ${JSON.stringify(s.title)}`);
