@@ -11,7 +11,7 @@
 //
 // Env: MS_BIN (default bin/), UI_TEST_URL=http://host:port to drive an already running host
 // instead (it must serve the same uitest/* apps; used while developing the UI).
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
@@ -87,6 +87,56 @@ app.interface{
 }
 `,
   },
+  "uitest/chat": {
+    readme: `---
+title: Chat probe
+emoji: 💬
+colorFrom: pink
+colorTo: indigo
+sdk: lua
+app_file: app.lua
+short_description: Echoes, word by word, and remembers the session
+tags: [chat, uitest]
+---
+# Chat probe
+`,
+    lua: `local function busy(s) local t = os.clock(); while os.clock() - t < s do end end
+app.interface{
+  api_name = "chat",
+  fn = function(message, history)
+    history = history or {}
+    history[#history + 1] = {role = "user", content = message}
+    history[#history + 1] = {role = "assistant", content = ""}
+    local reply = "echo " .. message .. " (turn " .. (#history // 2) .. ")"
+    for w in reply:gmatch("%S+%s*") do
+      busy(0.06)
+      history[#history].content = history[#history].content .. w
+      coroutine.yield(history, history)
+    end
+    return history, history
+  end,
+  inputs = { ui.textbox{label = "message", placeholder = "Say something"}, ui.state{} },
+  outputs = { ui.chatbot{label = "Chat"}, "state" },
+}
+`,
+  },
+  "uitest/secret": {
+    readme: `---
+title: Secret probe
+emoji: 🔒
+colorFrom: gray
+colorTo: purple
+sdk: lua
+app_file: app.lua
+short_description: Private; needs a token
+tags: [uitest]
+private: true
+---
+# Secret probe
+`,
+    lua: `app.interface{ fn = function(x) return "secret " .. x end, inputs = { "text" }, outputs = "text" }
+`,
+  },
   "uitest/boom": {
     readme: `---
 title: Boom probe
@@ -135,7 +185,7 @@ async function waitFor(what, fn, ms) {
   throw new Error(`timed out waiting for ${what}${last instanceof Error ? ` (${last.message})` : ""}`);
 }
 
-let host = null, tmp = null, browser = null, profile = null, hostLog = "";
+let host = null, tmp = null, browser = null, profile = null, hostLog = "", token = process.env.UI_TEST_TOKEN || "";
 async function cleanup() {
   if (browser) await browser.close().catch(() => {});
   if (host && host.exitCode == null) {
@@ -161,6 +211,10 @@ async function startHost() {
     fs.writeFileSync(path.join(dir, "README.md"), app.readme);
     fs.writeFileSync(path.join(dir, "app.lua"), app.lua);
   }
+  // A token for the private app and the like button (stdout holds only the token).
+  const add = spawnSync(HOST_BIN, ["token", "add", "uitest", "--data", path.join(tmp, "data")], { encoding: "utf8", timeout: 10000 });
+  token = (add.stdout || "").trim();
+  if (add.status !== 0 || !/^\S{16,}$/.test(token)) throw new Error(`moonspace token add failed (${add.status}): ${add.stderr}`);
   const port = await freePort();
   const args = ["serve", "--host", "127.0.0.1", "--port", String(port), "--apps", path.join(tmp, "apps"),
     "--data", path.join(tmp, "data"), "--web", path.join(ROOT, "web")];
@@ -250,7 +304,7 @@ async function main() {
     await page.waitForSelector(".grid .empty");
     await page.fill("#q", "");
     await page.click('.chip.toggle[data-tag="uitest"]');
-    await page.waitForFunction(() => document.querySelectorAll(".card[data-id]").length === 2);
+    await page.waitForFunction(() => document.querySelectorAll(".card[data-id]").length === 3);
     if (!/tag=uitest/.test(page.url())) throw new Error(`tag not in the URL: ${page.url()}`);
     pass("search");
   } catch (e) {
@@ -321,6 +375,106 @@ async function main() {
     } catch (e) {
       fail("api_panel", e.message);
     }
+  }
+
+  // ---- cancel ----
+  if (pageOk && streamReady) {
+    try {
+      await page.fill("section.endpoint form input[type=number]", "60");
+      await page.click("section.endpoint button.submit");
+      // The previous call's final value stays until the first partial of this one replaces it.
+      await page.waitForFunction(() => /^w1( w\d+)*$/.test(document.querySelector("section.endpoint .out-text")?.textContent || ""), null, { timeout: 15000 });
+      await page.click("section.endpoint button.cancel");
+      await page.waitForFunction(() => /^Cancelled/.test(document.querySelector("section.endpoint .run-status")?.textContent || ""), null, { timeout: 10000 });
+      const shown = await page.textContent("section.endpoint .out-text");
+      if (/done$/.test(shown)) throw new Error(`the call ran to its end: ${shown}`);
+      if (await page.isDisabled("section.endpoint button.submit")) throw new Error("submit still disabled");
+      // The app serves the next call.
+      await page.fill("section.endpoint form input[type=number]", "3");
+      await page.click("section.endpoint button.submit");
+      await page.waitForFunction(() => document.querySelector("section.endpoint .out-text")?.textContent === "w1 w2 w3 done", null, { timeout: 15000 });
+      pass("cancel");
+    } catch (e) {
+      fail("cancel", e.message);
+    }
+  }
+
+  // ---- chatbot: streamed reply, conversation kept per session ----
+  try {
+    await page.goto(base + "/spaces/uitest/chat");
+    await page.waitForSelector("section.endpoint form", { timeout: 15000 });
+    await page.evaluate(() => {
+      window.__replies = [];
+      const chat = document.querySelector("section.endpoint .chat");
+      new MutationObserver(() => {
+        const b = [...chat.querySelectorAll(".bubble.assistant")].pop();
+        if (b && b.textContent) window.__replies.push(b.textContent);
+      }).observe(chat, { childList: true, subtree: true, characterData: true });
+    });
+    const input = "section.endpoint form input.input";
+    await page.fill(input, "hello");
+    await page.press(input, "Enter");
+    await page.waitForFunction(() => /^Done/.test(document.querySelector("section.endpoint .run-status")?.textContent || ""), null, { timeout: 15000 });
+    if ((await page.inputValue(input)) !== "") throw new Error("message box not cleared");
+    const replies = [...new Set(await page.evaluate(() => window.__replies))];
+    if (replies.length < 3 || replies[replies.length - 1] !== "echo hello (turn 1)") throw new Error(`streamed replies ${JSON.stringify(replies)}`);
+    await page.fill(input, "again");
+    await page.press(input, "Enter");
+    await page.waitForFunction(() => /^Done/.test(document.querySelector("section.endpoint .run-status")?.textContent || "") &&
+      document.querySelectorAll("section.endpoint .bubble").length === 4, null, { timeout: 15000 });
+    const bubbles = await page.$$eval("section.endpoint .bubble", (els) => els.map((e) => `${e.dataset.role}:${e.textContent}`));
+    const want = ["user:hello", "assistant:echo hello (turn 1)", "user:again", "assistant:echo again (turn 2)"];
+    if (JSON.stringify(bubbles) !== JSON.stringify(want)) throw new Error(`bubbles ${JSON.stringify(bubbles)}`);
+    await page.screenshot({ path: path.join(OUT, "ui-chat.png"), fullPage: true });
+    pass(`chatbot (${replies.length} streamed states, session kept)`);
+  } catch (e) {
+    fail("chatbot", e.message);
+  }
+
+  // ---- a private app: login prompt, token, like ----
+  if (token) {
+    try {
+      await page.goto(base + "/spaces/uitest/secret");
+      await page.waitForSelector("dialog.login[open] input");
+      await page.fill("dialog.login input", token);
+      await page.click("dialog.login button[type=submit]");
+      await page.waitForSelector(".app-title");
+      if ((await page.textContent(".app-title")) !== "Secret probe") throw new Error("private app not shown after sign-in");
+      await page.click("button.like");
+      await page.waitForFunction(() => document.querySelector("button.like")?.getAttribute("aria-pressed") === "true");
+      const likes = await page.textContent("button.like .n");
+      if (likes !== "1") throw new Error(`likes ${likes}`);
+      const r = await fetch(`${base}/api/spaces/uitest/secret`, { headers: { Authorization: `Bearer ${token}` } });
+      const body = await r.json();
+      if (body.likes !== 1 || body.liked !== true) throw new Error(`API says likes=${body.likes} liked=${body.liked}`);
+      pass("login_and_like");
+    } catch (e) {
+      fail("login_and_like", e.message);
+    }
+  }
+
+  // ---- phone size, dark theme ----
+  try {
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.emulateMedia({ colorScheme: "dark" });
+    await page.goto(base + "/");
+    await page.waitForSelector(".card[data-id]");
+    const st = await page.evaluate(() => ({
+      theme: document.documentElement.dataset.theme,
+      overflow: document.documentElement.scrollWidth > window.innerWidth + 1,
+      bg: getComputedStyle(document.body).backgroundColor,
+    }));
+    if (st.theme !== "dark" || st.overflow) throw new Error(JSON.stringify(st));
+    await page.screenshot({ path: path.join(OUT, "ui-gallery-phone-dark.png"), fullPage: true });
+    await page.goto(base + "/spaces/uitest/stream");
+    await page.waitForSelector(".app-title");
+    if (await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1)) throw new Error("app page scrolls sideways on a phone");
+    await page.screenshot({ path: path.join(OUT, "ui-app-phone-dark.png"), fullPage: true });
+    await page.setViewportSize({ width: 1280, height: 900 });
+    await page.emulateMedia({ colorScheme: "light" });
+    pass("phone_dark");
+  } catch (e) {
+    fail("phone_dark", e.message);
   }
 
   // ---- embed view ----
