@@ -20,7 +20,15 @@ const ENC_ID = `${encodeURIComponent(OWNER)}/${encodeURIComponent(NAME)}`;
 const BASE = `${ROOT}/spaces/${ENC_ID}/`; // the app's Gradio root, same origin
 // One session per page load, random base-36 like @gradio/client: `state` components and the
 // chatbot's conversation live on the host under it.
-const SESSION = Math.random().toString(36).slice(2) + Math.random().toString(36).slice(2, 6);
+const newSession = () => Math.random().toString(36).slice(2) + Math.random().toString(36).slice(2, 6);
+let SESSION = newSession();
+let heartbeatAbort = null;
+// "Clear" on an endpoint with session state starts a new session: the host forgets the old
+// one (its heartbeat drops), so a chat really starts over.
+function restartSession() {
+  SESSION = newSession();
+  if (heartbeatAbort) heartbeatAbort.abort();
+}
 
 const main = document.getElementById("main");
 if (EMBED) document.body.classList.add("embed");
@@ -144,14 +152,18 @@ function joinError(status, body) {
 async function heartbeat() {
   let delay = 1000;
   for (;;) {
+    heartbeatAbort = new AbortController();
     try {
-      const res = await fetch(`${BASE}gradio_api/heartbeat/${encodeURIComponent(SESSION)}`, { headers: authHeaders(), cache: "no-store" });
+      const res = await fetch(`${BASE}gradio_api/heartbeat/${encodeURIComponent(SESSION)}`,
+        { headers: authHeaders(), cache: "no-store", signal: heartbeatAbort.signal });
       if (res.status === 404 || res.status === 405) return; // host without heartbeats
       if (res.ok && res.body) {
         const r = res.body.getReader();
         while (!(await r.read()).done) delay = 1000;
       }
-    } catch (e) { /* reconnect below */ }
+    } catch (e) {
+      if (e.name === "AbortError") { delay = 1000; continue; } // a new session: reconnect at once
+    }
     await new Promise((r) => setTimeout(r, delay));
     delay = Math.min(delay * 2, 30000);
   }
@@ -361,6 +373,8 @@ function endpointView(a, ep, fnIndex) {
     if (run.eventId) queue.cancel(run.eventId, fnIndex);
   });
   clear.addEventListener("click", () => {
+    if (run) return;
+    if (inputs.some((c) => c.type === "state")) restartSession();
     inputs.forEach((c) => c.reset());
     outputs.forEach((o) => o.set(null));
     errorBox.hidden = true;

@@ -426,6 +426,14 @@ async function main() {
     const want = ["user:hello", "assistant:echo hello (turn 1)", "user:again", "assistant:echo again (turn 2)"];
     if (JSON.stringify(bubbles) !== JSON.stringify(want)) throw new Error(`bubbles ${JSON.stringify(bubbles)}`);
     await page.screenshot({ path: path.join(OUT, "ui-chat.png"), fullPage: true });
+    // Clear starts a new session: the host's state for the chat starts over.
+    await page.click("section.endpoint button.ghost");
+    await page.fill(input, "anew");
+    await page.press(input, "Enter");
+    await page.waitForFunction(() => /^Done/.test(document.querySelector("section.endpoint .run-status")?.textContent || "") &&
+      document.querySelectorAll("section.endpoint .bubble").length === 2, null, { timeout: 15000 });
+    const after = await page.$$eval("section.endpoint .bubble", (els) => els.map((e) => e.textContent));
+    if (after[1] !== "echo anew (turn 1)") throw new Error(`after Clear: ${JSON.stringify(after)}`);
     pass(`chatbot (${replies.length} streamed states, session kept)`);
   } catch (e) {
     fail("chatbot", e.message);
