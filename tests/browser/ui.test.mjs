@@ -76,6 +76,7 @@ app.interface{
     local out = ""
     for i = 1, words do
       busy(0.12)
+      progress(i, words, "writing")
       out = out .. (i > 1 and " " or "") .. text .. i
       coroutine.yield(out)
     end
@@ -336,10 +337,15 @@ async function main() {
       // Record every text the output shows, as it is put in the page.
       await page.evaluate(() => {
         const out = document.querySelector("section.endpoint .out-text");
+        const prog = document.querySelector("section.endpoint .progress");
         window.__seen = [];
+        window.__progress = [];
         new MutationObserver((recs) => {
           for (const r of recs) for (const n of r.addedNodes) window.__seen.push(n.textContent);
         }).observe(out, { childList: true, subtree: true, characterData: true });
+        new MutationObserver(() => {
+          if (!prog.hidden) window.__progress.push(prog.querySelector(".ptext").textContent);
+        }).observe(prog, { childList: true, subtree: true, characterData: true, attributes: true });
       });
       await page.click("section.endpoint button.submit");
       await page.waitForFunction(() => /^Done|^Failed/.test(document.querySelector("section.endpoint .run-status")?.textContent || ""), null, { timeout: 20000 });
@@ -353,6 +359,9 @@ async function main() {
       if (seen.lastIndexOf(EXPECTED_FINAL) < seen.indexOf(partials[partials.length - 1])) throw new Error("final shown before the partials");
       await page.screenshot({ path: path.join(OUT, "ui-app.png"), fullPage: true });
       pass(`streaming (${partials.length} partial outputs before the final)`);
+      const prog = [...new Set(await page.evaluate(() => window.__progress))];
+      if (!prog.some((t) => /writing · \d\/6 steps/.test(t))) fail("progress", `progress bar texts ${JSON.stringify(prog)}`);
+      else pass(`progress (${prog.length} states)`);
     } catch (e) {
       fail("streaming", e.message);
       await page.screenshot({ path: path.join(OUT, "ui-app.png"), fullPage: true }).catch(() => {});
@@ -384,7 +393,19 @@ async function main() {
       await page.click("section.endpoint button.submit");
       // The previous call's final value stays until the first partial of this one replaces it.
       await page.waitForFunction(() => /^w1( w\d+)*$/.test(document.querySelector("section.endpoint .out-text")?.textContent || ""), null, { timeout: 15000 });
+      // A second page (its own session) queues behind the running call: concurrency is 1.
+      const page2 = await browser.newPage();
+      await page2.goto(base + "/spaces/uitest/stream");
+      await page2.waitForSelector("section.endpoint form");
+      await page2.fill("section.endpoint form input.input", "q");
+      await page2.fill("section.endpoint form input[type=number]", "2");
+      await page2.click("section.endpoint button.submit");
+      await page2.waitForFunction(() => /^In queue: position \d+/.test(document.querySelector("section.endpoint .run-status")?.textContent || ""), null, { timeout: 10000 });
+      const queued = await page2.textContent("section.endpoint .run-status");
       await page.click("section.endpoint button.cancel");
+      await page2.waitForFunction(() => document.querySelector("section.endpoint .out-text")?.textContent === "q1 q2 done", null, { timeout: 15000 });
+      await page2.close();
+      pass(`queue_position (${queued})`);
       await page.waitForFunction(() => /^Cancelled/.test(document.querySelector("section.endpoint .run-status")?.textContent || ""), null, { timeout: 10000 });
       const shown = await page.textContent("section.endpoint .out-text");
       if (/done$/.test(shown)) throw new Error(`the call ran to its end: ${shown}`);
