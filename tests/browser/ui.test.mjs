@@ -28,7 +28,8 @@ const CI = process.env.CI === "true";
 const DEADLINE = Date.now() + 100_000;
 
 let failures = 0;
-const pass = (name) => console.log(`PASS ${name}`);
+const T0 = Date.now();
+const pass = (name) => console.log(`PASS ${name}` + (process.env.UI_TEST_TIMES ? ` [${((Date.now() - T0) / 1000).toFixed(1)} s]` : ""));
 const fail = (name, why) => { failures++; console.log(`FAIL ${name}: ${String(why).replace(/\s+/g, " ").slice(0, 500)}`); };
 const skipAll = (why) => {
   if (CI) { console.log(`FAIL browser_ui: ${why} (CI=true)`); process.exit(1); }
@@ -384,6 +385,20 @@ async function main() {
     } catch (e) {
       fail("api_panel", e.message);
     }
+  }
+
+  // ---- app output is untrusted: the Markdown renderer escapes it ----
+  try {
+    const html = await page.evaluate(async () => {
+      const m = await import(document.documentElement.dataset.root + "/static/common.js");
+      return m.renderMarkdown("# T\n<img src=x onerror=alert(1)> **b** [x](javascript:alert(1)) [ok](https://e.x/)\n```\n<script>x</script>\n```\n- <b>li</b>");
+    });
+    const bad = [/<img/i, /<script/i, /href="javascript/i, /<b>/].filter((re) => re.test(html));
+    if (bad.length || !html.includes("<strong>b</strong>") || !html.includes('href="https://e.x/"') || !html.includes("&lt;img"))
+      throw new Error(html);
+    pass("markdown_escaped");
+  } catch (e) {
+    fail("markdown_escaped", e.message);
   }
 
   // ---- cancel ----
