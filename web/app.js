@@ -34,7 +34,7 @@ const main = document.getElementById("main");
 if (EMBED) document.body.classList.add("embed");
 
 let info = null;          // the last /api/spaces/OWNER/NAME answer
-let built = null;         // {stage, hasInterface} of what is on screen
+let built = null;         // {stage, sig} of what is on screen
 let pollTimer = null;
 
 // ---------------------------------------------------------------------------------------
@@ -284,7 +284,7 @@ function build(a) {
   if (EMBED) parts.push(el("p.embed-foot.small", el("a", { href: `${ROOT}/spaces/${ENC_ID}`, target: "_blank", rel: "noopener" }, "Open in moonspace ↗")));
   main.replaceChildren(...parts);
   main.setAttribute("aria-busy", "false");
-  built = { stage, hasInterface: !!iface };
+  built = { stage, sig: pageSig(a) };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -625,6 +625,9 @@ function lockScreen(message) {
   main.setAttribute("aria-busy", "false");
 }
 
+const pageSig = (a) => JSON.stringify([a.interface, a.cardData, a.readme_html]);
+const usesState = (i) => (i.endpoints || []).some((ep) => [...(ep.inputs || []), ...(ep.outputs || [])].some((c) => c && c.type === "state"));
+
 async function refresh(force) {
   clearTimeout(pollTimer);
   if (!route) {
@@ -658,7 +661,8 @@ async function refresh(force) {
   info = a;
   const stage = (a.runtime && a.runtime.stage) || "";
   // Rebuild only when what the page shows changes shape; keep the forms' values otherwise.
-  if (force || !built || built.stage !== stage || built.hasInterface !== !!a.interface) {
+  // (A changed interface, card or README means the app was edited on disk and reloaded.)
+  if (force || !built || built.stage !== stage || built.sig !== pageSig(a)) {
     if (!document.querySelector(".endpoint.busy")) build(a);
   } else {
     const s = document.getElementById("stats");
@@ -669,8 +673,10 @@ async function refresh(force) {
     if (logs && a.logs) logs.textContent = a.logs.join("\n");
     paintLike(a.likes, a.liked);
   }
-  if (a.interface && !heartbeat.started) { heartbeat.started = true; heartbeat(); }
-  if (!a.interface || stage !== "RUNNING") pollTimer = setTimeout(() => refresh(false), stage === "BUILDING" ? 1500 : 4000);
+  // Only apps with session state need the heartbeat (as Gradio's connect_heartbeat): each
+  // open stream holds one of the browser's six connections to this host.
+  if (a.interface && !heartbeat.started && usesState(a.interface)) { heartbeat.started = true; heartbeat(); }
+  pollTimer = setTimeout(() => refresh(false), stage === "BUILDING" ? 1500 : stage === "RUNNING" && a.interface ? 10000 : 4000);
 }
 
 refresh(true);
