@@ -35,7 +35,7 @@ static json_t *app_json(ms_host *h, ms_app *app, const ms_store_app *row) {
 	if (!src->has_card || !src->card.title) json_object_set_new(card, "title", json_string(src->name));
 	return json_pack("{s:s,s:s,s:s,s:s,s:I,s:b,s:o,s:o,s:o,s:o,s:{s:s,s:s?},s:I}", "id", app->id, "_id", app->id,
 			 "author", src->owner, "sdk", src->has_card && src->card.sdk ? src->card.sdk : "lua", "likes",
-			 (json_int_t)(row ? row->likes : 0), "private", src->has_card && src->card.private_, "tags", tags,
+			 (json_int_t)(row ? row->likes : 0), "private", ms_appsrc_private(src), "tags", tags,
 			 "createdAt", iso_time(row ? row->created_at : 0), "lastModified",
 			 iso_time(row ? (row->last_run_at > row->updated_at ? row->last_run_at : row->updated_at) : 0),
 			 "cardData", card, "runtime", "stage", ms_stage_name(app->stage), "errorMessage", app->error,
@@ -76,7 +76,7 @@ static ms_app *api_app(ms_host *h, ms_http_req *req, char **args, char *token_na
 	snprintf(id, sizeof id, "%s/%s", args[0], args[1]);
 	ms_app *app = ms_app_find(h, id);
 	int has_token = ms_host_token(h, req, token_name, len);
-	if (!app || (!visible(h, app, has_token) && !ms_app_needs_token(app))) {
+	if (!app) {
 		ms_http_respond_error(req, 404, "not_found", "No app %s", id);
 		return NULL;
 	}

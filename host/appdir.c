@@ -69,6 +69,31 @@ const ms_appfile *ms_appsrc_file(const ms_appsrc *a, const char *path) {
 	return bsearch(&key, a->files, a->nfiles, sizeof key, file_cmp);
 }
 
+int ms_appsrc_private(const ms_appsrc *a) {
+	if (a->has_card) return a->card.private_;
+	json_t *p = a->card.data ? json_object_get(a->card.data, "private") : NULL;
+	return p && !json_is_false(p);
+}
+
+char *ms_appsrc_card_json(const ms_appsrc *a) {
+	json_t *j;
+	if (a->has_card) {
+		j = ms_card_to_json(&a->card);
+	} else if (a->card.data && json_is_object(a->card.data)) {
+		j = json_deep_copy(a->card.data);
+		json_t *p = j ? json_object_get(j, "private") : NULL;
+		if (p && !json_is_false(p) && json_object_set_new(j, "private", json_true())) {
+			json_decref(j);
+			j = NULL;
+		}
+	} else {
+		j = json_object();
+	}
+	char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	json_decref(j);
+	return s;
+}
+
 /* ---------------------------------------------------------------- tree walk */
 
 typedef struct walk_entry {
@@ -452,7 +477,8 @@ static int scan_app(scan *sc, const char *root, const char *owner, const char *n
 	char id[MS_APP_ID_MAX], dir[PATH_MAX];
 	snprintf(id, sizeof id, "%s/%s", owner, name);
 	if (scan_has(sc, id)) {
-		MS_WARN("appdir", "%s/%s: ignored, %s was already found in an earlier apps directory", root, id, id);
+		if (!sc->prev || !ms_appset_find(sc->prev, id)) /* once, not on every poll */
+			MS_WARN("appdir", "%s/%s: ignored, %s was already found in an earlier apps directory", root, id, id);
 		return 0;
 	}
 	snprintf(dir, sizeof dir, "%s/%s/%s", root, owner, name);
@@ -518,7 +544,7 @@ static int scan_root(scan *sc, const char *root) {
 	size_t nowners;
 	int rc = list_names(root, &owners, &nowners);
 	if (rc && rc != MS_ENOMEM) {
-		MS_WARN("appdir", "%s: cannot read the apps directory: %s", root, ms_strerror(rc));
+		if (!sc->prev) MS_WARN("appdir", "%s: cannot read the apps directory: %s", root, ms_strerror(rc));
 		rc = 0;
 	}
 	for (size_t i = 0; i < nowners && !rc; i++) {

@@ -58,7 +58,7 @@ typedef struct ms_appsrc {
 	ms_app_status status;
 	char *error;           /* NULL when status is MS_APP_OK; else one actionable line */
 	int has_card;          /* card parsed (status OK or NO_APP_FILE, or a later error) */
-	ms_card card;          /* valid when has_card */
+	ms_card card;          /* valid when has_card; else only card.data may be set (raw front matter) */
 	ms_appfile *files;     /* the .lua files, sorted by path (strcmp); includes app_file */
 	size_t nfiles;
 	const ms_appfile *main;/* the app file within files, or NULL (status != OK) */
@@ -72,6 +72,17 @@ const char *ms_app_status_name(ms_app_status s);
 
 ms_appsrc *ms_appsrc_ref(ms_appsrc *a);
 void ms_appsrc_unref(ms_appsrc *a);   /* frees at zero; NULL is fine */
+
+/* The cardData JSON text to store and serve (ms_store_app_upsert's card_json): the
+ * normalised card (ms_card_to_json) when it parsed; otherwise the raw front matter if the
+ * YAML parsed, with "private" forced to true when the raw card mentions private with any
+ * value other than false (a typo must not publish a private app); else "{}". Malloc'd;
+ * NULL on out-of-memory. */
+char *ms_appsrc_card_json(const ms_appsrc *a);
+/* Whether the app must be treated as private: card.private_ when the card parsed;
+ * otherwise 1 when the raw front matter has a "private" key with any value other than
+ * false (same rule as ms_appsrc_card_json). Use this, not card.private_, for access checks. */
+int ms_appsrc_private(const ms_appsrc *a);
 
 /* A file of the app by relative path ("lib/util.lua"), or NULL. */
 const ms_appfile *ms_appsrc_file(const ms_appsrc *a, const char *path);

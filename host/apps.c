@@ -503,12 +503,7 @@ static void apply_limits(ms_app *app) {
 static void store_app(ms_app *app) {
 	ms_host *h = app->host;
 	if (!h->store) return;
-	char *card = NULL;
-	if (app->src->has_card) {
-		json_t *j = ms_card_to_json(&app->src->card);
-		card = json_dumps(j, JSON_COMPACT);
-		json_decref(j);
-	}
+	char *card = ms_appsrc_card_json(app->src);
 	ms_store_app_upsert(h->store, app->id, card, ms_stage_name(app->stage), app->error, app->src->revision);
 	free(card);
 }

@@ -224,14 +224,15 @@ static json_t *event_msg(ms_call *c, const char *msg) {
 	return json_pack("{s:s,s:s}", "msg", msg, "event_id", c->event_id);
 }
 
+/* A live reader gets every event. The call keeps only its latest event (each carries the
+ * full value), so a late GET, or a second one, starts from where the call is now, and a
+ * retained call costs the size of its result, not of its whole stream. */
 static void rest_send(ms_call *c, const char *event, const json_t *data) {
 	char *text = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
+	ms_buf_reset(&c->rest_log);
 	ms_buf_printf(&c->rest_log, "event: %s\ndata: %s\n\n", event, text ? text : "null");
 	free(text);
-	if (c->rest_req) {
-		ms_http_sse_send(c->rest_req, c->rest_log.data, c->rest_log.len);
-		ms_buf_reset(&c->rest_log);
-	}
+	if (c->rest_req) ms_http_sse_send(c->rest_req, c->rest_log.data, c->rest_log.len);
 }
 
 void ms_call_estimation(ms_call *c, int rank, int queue_size) {
@@ -411,7 +412,11 @@ void ms_call_attach_rest(ms_call *c, ms_http_req *req) {
 		ms_http_stream_end(req);
 		return;
 	}
-	ms_buf_reset(&c->rest_log);
+	if (c->rest_req) { /* one live reader at a time: the newer one */
+		ms_http_req *old = c->rest_req;
+		ms_http_on_close(old, NULL, NULL);
+		ms_http_stream_end(old);
+	}
 	c->rest_req = req;
 	ms_http_on_close(req, on_rest_closed, c);
 }

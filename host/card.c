@@ -338,8 +338,9 @@ static int apply_field(field_ctx *fc, const char *key, yaml_node_t *v) {
 		if ((rc = parse_list(fc, key, v, &c->models, &c->nmodels))) return rc;
 		for (size_t i = 0; i < c->nmodels; i++) {
 			char repo[256], rev[256];
+			yaml_node_t *at = v->type == YAML_SEQUENCE_NODE ? yaml_document_get_node(fc->cv->doc, v->data.sequence.items.start[i]) : v;
 			if (ms_card_model_split(c->models[i], repo, sizeof repo, rev, sizeof rev))
-				return FIELD_ERR(fc, v, "models: \"%s\" is not a model id: write org/name or org/name@revision (e.g. openai-community/gpt2)",
+				return FIELD_ERR(fc, at ? at : v, "models: \"%s\" is not a model id: write org/name or org/name@revision (e.g. openai-community/gpt2)",
 						 c->models[i]);
 		}
 		return 0;
@@ -456,7 +457,13 @@ int ms_card_parse(ms_card *c, const char *text, size_t len, char *err, size_t er
 		c->html = c->body_md ? ms_markdown_to_html(c->body_md, strlen(c->body_md)) : NULL;
 		if (!c->html) rc = ms_errf(err, errlen, MS_ENOMEM, "README.md: out of memory");
 	}
-	if (rc) ms_card_free(c);
+	if (rc) {
+		/* keep the raw front matter when the YAML itself was fine, so that a card with a
+		 * bad field can still be honoured where it matters (private: true) */
+		json_t *data = rc == MS_EFORMAT ? json_incref(c->data) : NULL;
+		ms_card_free(c);
+		c->data = data;
+	}
 	return rc;
 }
 

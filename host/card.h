@@ -83,7 +83,9 @@ void ms_card_free(ms_card *c);
 /* Parses README text (need not be NUL-terminated). On success fills c (which must be freshly
  * init'ed) and returns 0. On failure returns MS_EFORMAT (bad/missing front matter, a
  * field of the wrong type or value) or MS_ENOMEM, writes the message into err, and leaves
- * c init'ed (nothing to free beyond ms_card_free). */
+ * c init'ed, except that c->data keeps the raw front matter when the YAML parsed but a
+ * field was invalid (so the caller can still honour e.g. private: true); free with
+ * ms_card_free in every case. */
 int ms_card_parse(ms_card *c, const char *text, size_t len, char *err, size_t errlen);
 
 /* Reads path (at most MS_CARD_MAX_BYTES) and parses it. MS_ENOENT / MS_EIO / MS_ETOOBIG with

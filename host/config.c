@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/ms.h"
@@ -56,6 +57,17 @@ int ms_exe_dir(char *buf, size_t len) {
 	return 0;
 }
 
+void ms_config_find_dir(const char *exe_dir, const char *name, char *out, size_t len) {
+	struct stat st;
+	snprintf(out, len, "%s/../%s", exe_dir ? exe_dir : ".", name);
+	if (stat(out, &st) == 0) return;
+#ifdef MS_SOURCE_DIR
+	snprintf(out, len, "%s/%s", MS_SOURCE_DIR, name);
+	if (stat(out, &st) == 0) return;
+#endif
+	snprintf(out, len, "%s/../%s", exe_dir ? exe_dir : ".", name);
+}
+
 static char *xstrdup(const char *s) {
 	char *d = strdup(s);
 	if (!d) { perror("strdup"); _exit(70); }
@@ -69,7 +81,7 @@ void ms_config_init(ms_config *c, const char *exe_dir) {
 	c->port = 7860;
 	c->apps[c->n_apps++] = xstrdup("apps");
 	c->data = xstrdup("data");
-	snprintf(path, sizeof path, "%s/../web", exe_dir ? exe_dir : ".");
+	ms_config_find_dir(exe_dir, "web", path, sizeof path);
 	c->web = xstrdup(path);
 	c->root_path = xstrdup("");
 	c->max_connections = 1024;
@@ -250,9 +262,10 @@ int ms_config_load(ms_config *c, int argc, char **argv, char *err, size_t errlen
 	if (file) {
 		rc = load_file(c, file, 1, err, errlen);
 	} else {
-		char path[PATH_MAX + 32], exe[PATH_MAX];
+		char dir[PATH_MAX], path[PATH_MAX + 32], exe[PATH_MAX];
 		if (ms_exe_dir(exe, sizeof exe)) strcpy(exe, ".");
-		snprintf(path, sizeof path, "%s/../config/moonspace.conf", exe);
+		ms_config_find_dir(exe, "config", dir, sizeof dir);
+		snprintf(path, sizeof path, "%s/moonspace.conf", dir);
 		rc = load_file(c, path, 0, err, errlen);
 	}
 	if (rc || (rc = load_env(c, err, errlen))) return rc;

@@ -46,6 +46,9 @@ void ms_config_free(ms_config *c);
 int ms_config_load(ms_config *c, int argc, char **argv, char *err, size_t errlen);
 /* Prints the usage of `moonspace serve`, generated from the table. */
 void ms_config_usage(FILE *f);
+/* The directory `name` (web, config) beside bin/, else in the source tree the binary was
+ * built from; written to out. */
+void ms_config_find_dir(const char *exe_dir, const char *name, char *out, size_t len);
 /* Directory of the running executable (readlink /proc/self/exe), into buf. */
 int ms_exe_dir(char *buf, size_t len);
 

@@ -5,14 +5,6 @@
 #include "host/host.h"
 #include "runtime/cli.h"
 
-/* Weak so that a tree where a module has not landed yet still links; the command then
- * says it is not built. */
-#pragma weak ms_cli_generate
-#pragma weak ms_cli_tokenize
-#pragma weak ms_cli_embed
-#pragma weak ms_cli_classify
-#pragma weak ms_cli_chat_template
-
 typedef int (*cmd_fn)(int argc, char **argv);
 struct command { const char *name; cmd_fn fn; const char *summary; };
 

@@ -92,7 +92,7 @@ void ms_host_handle(ms_http_req *req, void *ud) {
 	ms_host *h = ud;
 	add_cors(req);
 	if (!strcmp(req->method, "OPTIONS")) {
-		ms_http_set_header(req, "Access-Control-Allow-Origin", "*");
+		if (!ms_http_req_header(req, "origin")) ms_http_set_header(req, "Access-Control-Allow-Origin", "*");
 		ms_http_set_header(req, "Access-Control-Allow-Methods", "GET, HEAD, POST, DELETE, OPTIONS");
 		ms_http_set_header(req, "Access-Control-Allow-Headers",
 				   "content-type, authorization, x-gradio-user, x-hf-authorization, range");
@@ -173,5 +173,5 @@ int ms_host_token(ms_host *h, const ms_http_req *req, char *name_out, size_t len
 }
 
 int ms_app_needs_token(const ms_app *app) {
-	return app->host->cfg->require_token || (app->src && app->src->has_card && app->src->card.private_);
+	return app->host->cfg->require_token || (app->src && ms_appsrc_private(app->src));
 }

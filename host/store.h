@@ -28,7 +28,7 @@
 /* Run durations kept per app for p95 / recent average (older runs are pruned). */
 #define MS_STORE_RECENT_RUNS 1000
 /* Token text: "ms_" + 64 hex digits (32 random bytes) + NUL. */
-#define MS_TOKEN_LEN 67
+#define MS_TOKEN_LEN 68
 #define MS_TOKEN_NAME_MAX 64
 
 typedef struct ms_store ms_store;

@@ -107,7 +107,7 @@ static void on_sock_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
 	if (w->killed || ms_frame_reader_feed(&w->reader, buf->base, (size_t)n)) return;
 	const char *payload;
 	size_t len;
-	int rc;
+	int rc = 0;
 	while (!w->killed && (rc = ms_frame_next(&w->reader, &payload, &len)) == 1) {
 		json_error_t e;
 		json_t *msg = json_loadb(payload, len, JSON_REJECT_DUPLICATES, &e);

@@ -115,8 +115,11 @@ TEST(bad_colour) {
 	CHECK_MSG(strstr(err, "README.md line 4: colorFrom must be one of red, yellow, green, blue, indigo, purple, pink, gray") != NULL,
 		  "err: %s", err);
 	CHECK(strstr(err, "orange") != NULL);
-	CHECK(c.title == NULL && c.data == NULL); /* nothing left allocated */
+	CHECK(c.title == NULL && c.color_from == NULL && c.html == NULL);
+	/* the raw front matter stays for the caller (e.g. to honour private: true) */
+	CHECK_STR(json_string_value(json_object_get(c.data, "title")), "x");
 	ms_card_free(&c);
+	CHECK(c.data == NULL);
 }
 
 TEST(missing_front_matter) {
@@ -169,12 +172,22 @@ TEST(bad_fields) {
 		int rc = parse(&c, text, err, sizeof err);
 		if (!cases[i].want) { /* self-referencing alias: refused, not a hang or a crash */
 			CHECK_MSG(rc == MS_EFORMAT, "%s: rc %d", cases[i].yaml, rc);
+			ms_card_free(&c);
 			continue;
 		}
 		CHECK_MSG(rc == MS_EFORMAT, "%s: rc %d", cases[i].yaml, rc);
 		CHECK_MSG(strstr(err, cases[i].want) != NULL, "%s: err \"%s\"", cases[i].yaml, err);
 		CHECK_MSG(strncmp(err, "README.md", 9) == 0, "%s", err);
+		ms_card_free(&c);
 	}
+}
+
+TEST(error_points_at_item) {
+	ms_card c;
+	char err[256];
+	CHECK_INT(parse(&c, "---\ntitle: x\nmodels:\n  - good/one\n  - bad\n---\n", err, sizeof err), MS_EFORMAT);
+	CHECK_MSG(strstr(err, "README.md line 5: models: \"bad\" is not a model id") == err, "%s", err);
+	ms_card_free(&c);
 }
 
 TEST(alias_bomb) {

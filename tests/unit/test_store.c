@@ -240,8 +240,10 @@ TEST(tokens) {
 	ms_store *st = open_tmp();
 	char tok[MS_TOKEN_LEN], tok2[MS_TOKEN_LEN], name[MS_TOKEN_NAME_MAX + 1];
 	CHECK_INT(ms_store_token_add(st, "alice", tok), 0);
-	CHECK_INT(strlen(tok), MS_TOKEN_LEN - 1);
+	/* "ms_" and 64 lower-case hex digits (32 random bytes) */
+	CHECK_INT(strlen(tok), 67);
 	CHECK(strncmp(tok, "ms_", 3) == 0);
+	CHECK_INT(strspn(tok + 3, "0123456789abcdef"), 64);
 	CHECK_INT(ms_store_token_add(st, "bob", tok2), 0);
 	CHECK(strcmp(tok, tok2) != 0);
 	CHECK_INT(ms_store_token_add(st, "alice", tok2), MS_EEXISTS);
