@@ -270,7 +270,9 @@ function build(a) {
   if (!iface || !iface.endpoints || !iface.endpoints.length) {
     parts.push(stagePanel(a));
   } else {
-    if (iface.title || iface.description) {
+    // With several endpoints, titles and descriptions belong to each tab, not the page.
+    const perEndpoint = iface.endpoints.length > 1 && iface.endpoints.some((e) => e.title === iface.title);
+    if (!perEndpoint && (iface.title || iface.description)) {
       parts.push(el("section.iface-intro",
         iface.title ? el("h2", iface.title) : null,
         iface.description ? el("div.md", { innerHTML: renderMarkdown(iface.description) }) : null));
@@ -325,6 +327,13 @@ function endpointView(a, ep, fnIndex) {
   // A chatbot that is both input and output is one view: the input takes the shown conversation.
   if (chatOut >= 0 && chatIn >= 0) inputs[chatIn].link(outputs[chatOut]);
   const chat = chatOut >= 0;
+  // Gradio apps return a value into an input (e.g. "" to empty the message box) by listing
+  // the same component as an output; here that is an output of the same type and label.
+  outputs.forEach((o) => {
+    if (o.type === "state" || o.type === "chatbot" || !o.props.label) return;
+    const twin = inputs.find((c) => c.type === o.type && c.label === o.props.label && !c.hidden);
+    if (twin) o.bind(twin);
+  });
 
   const errorBox = el("div.error-box", { role: "alert", hidden: true });
   const progress = el("div.progress", { hidden: true }, el("div.bar"), el("span.ptext"));
@@ -511,7 +520,9 @@ function endpointView(a, ep, fnIndex) {
     }
   }
 
+  const multi = ((a.interface && a.interface.endpoints) || []).length > 1;
   const view = el(`section.endpoint${chat ? ".chat-layout" : ""}`, { dataset: { api: ep.api_name }, role: "tabpanel" },
+    multi && ep.description ? el("div.md.ep-intro", { innerHTML: renderMarkdown(ep.description) }) : null,
     el("div.io", form, outBox),
     examples,
     apiPanel && apiPanel.node);

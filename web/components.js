@@ -209,10 +209,14 @@ export function outputComponent(spec) {
   o.node = type === "state" ? el("span", { hidden: true }) : el(`div.field.output.out-${type}`, { dataset: { type } },
     props.show_label === false ? null : el("div.field-label", label), body);
   o.pending ||= () => {};
-  let current = null;
+  o.props = props;
+  let current = null, boundTo = null;
   const set = o.set;
+  // A bound output shows its final value in its input twin and has no view of its own.
+  o.bind = (input) => { boundTo = input; o.node.hidden = true; };
   o.set = (v, partial) => {
     current = v;
+    if (boundTo) { if (!partial && v !== undefined) boundTo.set(v); return; }
     o.node.classList.toggle("streaming", !!partial);
     o.node.classList.toggle("is-empty", v == null);
     set(v, partial);
