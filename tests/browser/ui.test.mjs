@@ -102,23 +102,26 @@ tags: [chat, uitest]
 ---
 # Chat probe
 `,
+    // Gradio's chat pattern: the chatbot is input and output, the message box is emptied by
+    // returning "" into it, and a state counts turns on the host, per session.
     lua: `local function busy(s) local t = os.clock(); while os.clock() - t < s do end end
 app.interface{
   api_name = "chat",
-  fn = function(message, history)
+  fn = function(message, history, turns)
     history = history or {}
+    turns = (turns or 0) + 1
     history[#history + 1] = {role = "user", content = message}
     history[#history + 1] = {role = "assistant", content = ""}
-    local reply = "echo " .. message .. " (turn " .. (#history // 2) .. ")"
+    local reply = "echo " .. message .. " (turn " .. turns .. ")"
     for w in reply:gmatch("%S+%s*") do
       busy(0.06)
       history[#history].content = history[#history].content .. w
-      coroutine.yield(history, history)
+      coroutine.yield("", history, turns)
     end
-    return history, history
+    return "", history, turns
   end,
-  inputs = { ui.textbox{label = "message", placeholder = "Say something"}, ui.state{} },
-  outputs = { ui.chatbot{label = "Chat"}, "state" },
+  inputs = { ui.textbox{label = "message", placeholder = "Say something"}, ui.chatbot{label = "Chat"}, ui.state{} },
+  outputs = { ui.textbox{label = "message"}, ui.chatbot{label = "Chat"}, ui.state{} },
 }
 `,
   },
@@ -452,6 +455,7 @@ async function main() {
     await page.press(input, "Enter");
     await page.waitForFunction(() => /^Done/.test(document.querySelector("section.endpoint .run-status")?.textContent || ""), null, { timeout: 15000 });
     if ((await page.inputValue(input)) !== "") throw new Error("message box not cleared");
+    if (await page.isVisible("section.endpoint .outputs .out-textbox")) throw new Error("the message box's output twin is shown as an output");
     const replies = [...new Set(await page.evaluate(() => window.__replies))];
     if (replies.length < 3 || replies[replies.length - 1] !== "echo hello (turn 1)") throw new Error(`streamed replies ${JSON.stringify(replies)}`);
     await page.fill(input, "again");
