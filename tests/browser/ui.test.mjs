@@ -190,13 +190,13 @@ async function waitFor(what, fn, ms) {
   throw new Error(`timed out waiting for ${what}${last instanceof Error ? ` (${last.message})` : ""}`);
 }
 
-let host = null, tmp = null, browser = null, profile = null, hostLog = "", token = process.env.UI_TEST_TOKEN || "";
+let host = null, tmp = null, browser = null, profile = null, hostLog = "", sanitizerReport = "", hostExit = null, token = process.env.UI_TEST_TOKEN || "";
 async function cleanup() {
   if (browser) await browser.close().catch(() => {});
   if (host && host.exitCode == null) {
     host.kill("SIGTERM");
     const t = setTimeout(() => host.kill("SIGKILL"), 5000);
-    await new Promise((r) => host.once("exit", r));
+    hostExit = await new Promise((r) => host.once("exit", (code, sig) => r({ code, sig })));
     clearTimeout(t);
   }
   if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
@@ -227,7 +227,11 @@ async function startHost() {
   // from the internet in tests, so model apps just show their state.
   if (fs.existsSync(path.join(ROOT, "apps"))) args.push("--apps", path.join(ROOT, "apps"));
   host = spawn(HOST_BIN, args, { cwd: tmp, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, HF_HUB_OFFLINE: "1" } });
-  const keep = (d) => { hostLog = (hostLog + d).slice(-8000); };
+  const keep = (d) => {
+    const t = String(d);
+    if (/AddressSanitizer|LeakSanitizer|runtime error:/.test(t)) sanitizerReport += t.slice(0, 2000);
+    hostLog = (hostLog + t).slice(-8000);
+  };
   host.stdout.on("data", keep);
   host.stderr.on("data", keep);
   const base = `http://127.0.0.1:${port}`;
@@ -577,4 +581,10 @@ try {
 if (failures && hostLog) console.log("--- host log (tail) ---\n" + hostLog.slice(-2000));
 clearTimeout(watchdog);
 await cleanup();
+// The host must stop cleanly on SIGTERM, with nothing from the sanitizers (ASan builds).
+if (host) {
+  if (sanitizerReport) fail("host_clean", sanitizerReport);
+  else if (!hostExit || hostExit.code !== 0) fail("host_clean", `host exit ${JSON.stringify(hostExit)}: ${hostLog.slice(-600)}`);
+  else pass("host_clean");
+}
 process.exit(failures ? 1 : 0);
