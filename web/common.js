@@ -149,8 +149,10 @@ export function themeToggle() {
 
 // ---- login ----------------------------------------------------------------------------
 /** Shows the token dialog; resolves true when a token was saved, false when dismissed. */
+let openDialog = null; // one dialog at a time, however many requests answered 401
 export function loginDialog(reason) {
-  return new Promise((resolve) => {
+  if (openDialog) return openDialog;
+  return (openDialog = new Promise((resolve) => {
     const input = el("input.input", { type: "password", placeholder: "paste your token", autocomplete: "off",
       "aria-label": "Access token", value: getToken() });
     const dlg = el("dialog.login",
@@ -167,12 +169,13 @@ export function loginDialog(reason) {
     dlg.addEventListener("close", () => {
       if (dlg.returnValue === "ok" && input.value.trim()) setToken(input.value);
       dlg.remove();
+      openDialog = null;
       resolve(dlg.returnValue === "ok" || dlg.returnValue === "signout");
     });
     document.body.append(dlg);
     dlg.showModal();
     input.focus();
-  });
+  }));
 }
 
 export function loginButton(onChange) {

@@ -127,6 +127,11 @@ document.addEventListener("keydown", (e) => {
   if (e.key === "/" && !/INPUT|TEXTAREA|SELECT/.test(document.activeElement.tagName)) { e.preventDefault(); $("q").focus(); }
   if (e.key === "Escape" && document.activeElement === $("q")) { $("q").value = ""; state.q = ""; syncUrl(); render(); }
 });
-// Refresh statuses now and then (apps build, crash and come back) while the tab is visible.
-setInterval(() => { if (!document.hidden) load(); }, 15000);
-load();
+// Refresh statuses now and then (apps build, crash and come back) while the tab is visible;
+// often while an app is building, so its download progress moves.
+async function poll() {
+  if (!document.hidden) await load();
+  const building = state.apps.some((a) => a.runtime && a.runtime.stage === "BUILDING");
+  setTimeout(poll, building ? 2000 : 15000);
+}
+poll();
