@@ -17,7 +17,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { createRequire } from "node:module";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, "../..");
@@ -389,6 +389,24 @@ async function main() {
       const sh = await page.textContent("details.api .snippet");
       if (!sh.includes(`${url}gradio_api/call/predict`) || !sh.includes('{"data":["w",6]}')) throw new Error(`curl snippet: ${sh}`);
       pass("api_panel");
+      // The snippets run as shown: the JS one with the real @gradio/client, the curl one in bash.
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "ms-ui-snip-"));
+      try {
+        const client = createRequire(path.join(ROOT, "tests/package.json")).resolve("@gradio/client");
+        const jsFile = path.join(dir, "snippet.mjs");
+        fs.writeFileSync(jsFile, js.replace('"@gradio/client"', JSON.stringify(pathToFileURL(client).href)));
+        const rj = spawnSync(process.execPath, [jsFile], { encoding: "utf8", timeout: 20000 });
+        if (!rj.stdout.includes(EXPECTED_FINAL)) throw new Error(`JS snippet printed ${JSON.stringify(rj.stdout)} ${rj.stderr.slice(0, 300)}`);
+        let ran = "JS";
+        if (fs.existsSync("/usr/bin/curl")) {
+          const rc = spawnSync("bash", ["-c", sh], { encoding: "utf8", timeout: 20000 });
+          if (!/event: complete\ndata: \["w1 w2 w3 w4 w5 w6 done"\]/.test(rc.stdout)) throw new Error(`curl snippet printed ${JSON.stringify(rc.stdout)}`);
+          ran += " and curl";
+        }
+        pass(`api_snippets_run (${ran})`);
+      } finally {
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
     } catch (e) {
       fail("api_panel", e.message);
     }
