@@ -9,7 +9,7 @@ import { el, renderMarkdown } from "./common.js";
 let seq = 0;
 const uid = (t) => `c${++seq}-${t}`;
 
-const TYPE_ALIASES = { text: "textbox", textarea: "textbox", checkboxgroup: "dropdown", highlight: "highlightedtext" };
+const TYPE_ALIASES = { text: "textbox", textarea: "textbox", highlight: "highlightedtext" };
 const norm = (t) => TYPE_ALIASES[String(t || "").toLowerCase()] || String(t || "json").toLowerCase();
 
 /** choices may be strings or [label, value] pairs, as in Gradio. */
@@ -44,7 +44,7 @@ export function inputComponent(spec, param) {
 const INPUTS = {
   textbox(props, label) {
     const lines = Math.max(1, Number(props.lines) || 1);
-    const multi = lines > 1 || Number(props.max_lines) > 1 && lines > 1;
+    const multi = lines > 1;
     const ctl = multi
       ? el("textarea.input", { rows: Math.min(lines, 20), placeholder: props.placeholder || "" })
       : el("input.input", { type: props.type === "password" ? "password" : props.type === "email" ? "email" : "text", placeholder: props.placeholder || "" });
@@ -116,9 +116,9 @@ const INPUTS = {
     };
   },
 
-  dropdown(props, label, type) {
+  dropdown(props, label) {
     const choices = choicesOf(props);
-    const multi = !!props.multiselect || type === "checkboxgroup";
+    const multi = !!props.multiselect;
     if (multi) {
       const boxes = choices.map((c) => el("input", { type: "checkbox", value: String(c.label) }));
       const ctl = el("div.chips-select", { role: "group", "aria-label": label, id: uid("multi") },
@@ -192,6 +192,7 @@ const INPUTS = {
 
   markdown(props, label) { return INPUTS.textbox({ ...props, lines: 4 }, label); },
 };
+INPUTS.checkboxgroup = (props, label) => INPUTS.dropdown({ ...props, multiselect: true }, label);
 INPUTS.label = INPUTS.json;
 INPUTS.highlightedtext = INPUTS.json;
 
@@ -346,7 +347,7 @@ OUTPUTS.checkbox = (props, body) => {
   body.append(d);
   return { set: (v) => { d.textContent = v == null ? "" : v ? "✔ true" : "✘ false"; } };
 };
-OUTPUTS.dropdown = OUTPUTS.radio = (props, body) => {
+OUTPUTS.dropdown = OUTPUTS.radio = OUTPUTS.checkboxgroup = (props, body) => {
   const d = el("div.out-text");
   body.append(d);
   return { set: (v) => { d.textContent = v == null ? "" : Array.isArray(v) ? v.join(", ") : typeof v === "object" ? jsonText(v) : String(v); } };
