@@ -19,9 +19,13 @@
 #define CRASH_LIMIT 5
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 10000
+/* Workers loading at once, host-wide: starting every app's worker together on a small
+ * machine makes each start slow enough to pass its time limit. */
+#define MAX_STARTING 4
 
 static void dispatch(ms_app *app);
 static void spawn_worker(ms_app *app);
+static void start_done(ms_host *h);
 static void maybe_free_app(ms_app *app);
 
 const char *ms_stage_name(ms_stage s) {
@@ -161,6 +165,7 @@ static void finish_call(ms_app_worker *aw, int ok) {
 	ms_app *app = aw->app;
 	if (!call) return;
 	uv_timer_stop(&aw->deadline);
+	ms_models_cancel(aw, -1);
 	aw->call = NULL;
 	call->worker = NULL;
 	app->running--;
@@ -174,9 +179,13 @@ static void on_worker_exit(ms_worker *w, int64_t status, int sig, const char *re
 	ms_app *app = aw->app;
 	ms_host *h = app->host;
 	aw->proc = NULL;
+	ms_models_cancel(aw, -1);
 	int idx = worker_index(app, aw);
 	if (idx >= 0) app->workers[idx] = app->workers[--app->n_workers];
-	if (!aw->ready) app->starting--;
+	if (!aw->ready) {
+		app->starting--;
+		start_done(h);
+	}
 	char why[512];
 	if (reason) snprintf(why, sizeof why, "%s", reason);
 	else if (sig) snprintf(why, sizeof why, "%s (signal %d)", signal_reason(sig), sig);
@@ -214,8 +223,15 @@ static void on_worker_log(ms_worker *w, const char *line, void *ud) {
 
 static void on_deadline(uv_timer_t *t) {
 	ms_app_worker *aw = t->data;
-	char reason[128];
-	snprintf(reason, sizeof reason, "the call passed its time limit of %d s", aw->app->timeout_s);
+	char reason[160];
+	if (!aw->ready) { /* loading again would loop again: an error until the app changes */
+		snprintf(reason, sizeof reason, "the app did not start within %d s (an endless loop at the top level of app.lua?)",
+			 aw->app->timeout_s);
+		if (aw->src == aw->app->src) set_stage(aw->app, MS_STAGE_RUNTIME_ERROR, reason);
+		ms_app_log(aw->app, "[moonspace] %s", reason);
+		aw->retiring = 1;
+	} else
+		snprintf(reason, sizeof reason, "the call passed its time limit of %d s", aw->app->timeout_s);
 	if (aw->proc) ms_worker_kill(aw->proc, reason);
 }
 
@@ -272,6 +288,8 @@ static void on_ready(ms_app_worker *aw, json_t *msg) {
 	if (!valid_interface(msg)) return protocol_violation(aw, "\"ready\" without a valid endpoints list");
 	aw->ready = 1;
 	app->starting--;
+	start_done(app->host);
+	uv_timer_stop(&aw->deadline);
 	if (aw->src == app->src) {
 		json_decref(app->iface);
 		app->iface = json_incref(msg);
@@ -312,12 +330,16 @@ static void on_call_message(ms_app_worker *aw, const char *t, json_t *msg) {
 	} else if (!strcmp(t, "progress")) {
 		ms_call_progress(call, msg);
 	} else if (!strcmp(t, "model")) {
-		/* model calls are relayed to model workers once the runtime serves them */
-		json_t *reply = json_pack("{s:s,s:O,s:s}", "t", "model_error", "req", json_object_get(msg, "req"), "message",
-					  "this host has no model workers yet: model calls are not available");
-		send_to_worker(aw, reply);
+		if (!json_is_integer(json_object_get(msg, "req")) || !json_is_string(json_object_get(msg, "model")) ||
+		    !json_is_string(json_object_get(msg, "op")))
+			return protocol_violation(aw, "a \"model\" frame without req, model and op");
+		ms_models_request(aw, msg);
 		return;
-	} else if (strcmp(t, "model_cancel") != 0) {
+	} else if (!strcmp(t, "model_cancel")) {
+		json_t *req = json_object_get(msg, "req");
+		if (json_is_integer(req)) ms_models_cancel(aw, json_integer_value(req));
+		return;
+	} else {
 		return protocol_violation(aw, "an unknown message type");
 	}
 	if (aw->retiring && !aw->call && aw->proc) ms_worker_kill(aw->proc, NULL);
@@ -375,7 +397,12 @@ static void spawn_worker(ms_app *app) {
 	}
 	app->workers[app->n_workers++] = aw;
 	app->starting++;
+	h->starting++;
 	send_to_worker(aw, init_message(app, aw->src));
+	/* loading runs app code too: it gets the same time limit as a call. The loop's clock
+	 * may be stale here (the first scan runs before the loop), so refresh it first. */
+	uv_update_time(h->loop);
+	uv_timer_start(&aw->deadline, on_deadline, (uint64_t)app->timeout_s * 1000 + 1000, 0);
 }
 
 /* ---- the queue ---- */
@@ -421,6 +448,7 @@ static void start_call(ms_app_worker *aw, ms_call *call) {
 				json_object_get(ep, "api_name"), "data", call->data, "session",
 				call->session ? call->session->hash : call->event_id, "seed", (int)(seed & 0x7fffffff));
 	send_to_worker(aw, msg);
+	uv_update_time(app->host->loop);
 	uv_timer_start(&aw->deadline, on_deadline, (uint64_t)app->timeout_s * 1000 + 1000, 0);
 	ms_call_started(call);
 }
@@ -447,10 +475,24 @@ static void dispatch(ms_app *app) {
 	if (want > app->concurrency) want = app->concurrency;
 	if (want < 1) want = 1;
 	while (have < want) {
+		if (h->starting >= MAX_STARTING) {
+			app->start_waiting = 1; /* start_done() comes back when a start slot frees */
+			break;
+		}
 		spawn_worker(app);
 		have++;
 	}
 	if (started && app->queue_head) send_estimations(app);
+}
+
+/* A worker finished starting (ready or dead): let apps waiting for a start slot go on. */
+static void start_done(ms_host *h) {
+	h->starting--;
+	for (ms_app *a = h->apps; a && h->starting < MAX_STARTING; a = a->next)
+		if (a->start_waiting) {
+			a->start_waiting = 0;
+			dispatch(a);
+		}
 }
 
 int ms_app_enqueue(ms_app *app, ms_call *call) {
@@ -483,7 +525,7 @@ void ms_app_cancel_call(ms_app *app, ms_call *call) {
 /* ---- apps found, changed or removed on disk ---- */
 
 static void apply_limits(ms_app *app) {
-	ms_config *cfg = app->host->cfg;
+	ms_settings *cfg = app->host->cfg;
 	const ms_appsrc *src = app->src;
 	app->timeout_s = cfg->default_timeout;
 	app->memory_mb = cfg->default_memory;

@@ -16,7 +16,7 @@
 
 #include "common/ms.h"
 #include "host/appdir.h"
-#include "host/config.h"
+#include "host/settings.h"
 #include "host/http.h"
 #include "host/store.h"
 #include "host/worker.h"
@@ -26,6 +26,7 @@ typedef struct ms_app ms_app;
 typedef struct ms_call ms_call;
 typedef struct ms_session ms_session;
 typedef struct ms_app_worker ms_app_worker;
+typedef struct ms_model_proc ms_model_proc;
 
 /* Stages as the Hub's runtime.stage names them. */
 typedef enum ms_stage {
@@ -71,6 +72,7 @@ struct ms_app {
 	ms_app_worker *workers[MS_APP_MAX_WORKERS];
 	int n_workers;
 	int starting;         /* workers spawned but not ready */
+	int start_waiting;    /* wants a worker but the host-wide start limit was reached */
 
 	ms_call *queue_head, *queue_tail; /* calls waiting for a worker */
 	int queued;
@@ -145,7 +147,7 @@ struct ms_session {
 
 struct ms_host {
 	uv_loop_t *loop;
-	ms_config *cfg;
+	ms_settings *cfg;
 	char exe_dir[PATH_MAX];
 	char appworker_exe[PATH_MAX + 32];
 	char modelworker_exe[PATH_MAX + 32];
@@ -154,10 +156,12 @@ struct ms_host {
 	ms_appdir_watch *watch;
 	ms_app *apps;
 	ms_session *sessions;
+	ms_model_proc *models;
 	ms_call *calls[MS_CALL_BUCKETS];
 	ms_call *retained_head, *retained_tail; /* finished calls, oldest first */
 	int n_retained;
 	int call_seq;
+	int starting;         /* app workers loading, host-wide */
 	uv_timer_t sweep_timer;
 	uv_signal_t sigint, sigterm;
 	uv_timer_t shutdown_timer;
@@ -207,6 +211,14 @@ void ms_session_attach_stream(ms_session *s, ms_http_req *req);
 void ms_session_attach_heartbeat(ms_session *s, ms_http_req *req);
 void ms_sessions_sweep(ms_host *h);
 void ms_sessions_drop_app(ms_host *h, ms_app *app);
+
+/* ---- models.c ---- */
+/* An app worker's "model" frame: checked against the card, relayed to a model worker. */
+void ms_models_request(ms_app_worker *aw, json_t *msg);
+/* Cancels the worker's model requests: one (app_req >= 0) or all of them (-1). */
+void ms_models_cancel(ms_app_worker *aw, json_int_t app_req);
+void ms_models_stop_all(ms_host *h);
+void ms_models_free(ms_host *h);
 
 /* ---- router.c ---- */
 void ms_host_handle(ms_http_req *req, void *ud);

@@ -12,6 +12,7 @@ static void on_sweep(uv_timer_t *t) { ms_sessions_sweep(t->data); }
 static void finish_shutdown(ms_host *h) {
 	uv_timer_stop(&h->shutdown_timer);
 	ms_apps_stop_all(h);
+	ms_models_stop_all(h);
 	if (h->watch) ms_appdir_watch_stop(h->watch);
 	h->watch = NULL;
 	if (h->http) ms_http_server_close(h->http);
@@ -78,20 +79,20 @@ static void free_host_state(ms_host *h) {
 	}
 }
 
-static int load_config(ms_config *cfg, int argc, char **argv) {
+static int load_config(ms_settings *cfg, int argc, char **argv) {
 	char exe[PATH_MAX], err[1024];
 	if (ms_exe_dir(exe, sizeof exe)) strcpy(exe, ".");
-	ms_config_init(cfg, exe);
-	int rc = ms_config_load(cfg, argc, argv, err, sizeof err);
+	ms_settings_init(cfg, exe);
+	int rc = ms_settings_load(cfg, argc, argv, err, sizeof err);
 	if (rc < 0) fprintf(stderr, "moonspace %s: %s\n", argv[0], err);
 	return rc;
 }
 
 int ms_serve_main(int argc, char **argv) {
-	ms_config cfg;
+	ms_settings cfg;
 	int rc = load_config(&cfg, argc, argv);
 	if (rc) {
-		ms_config_free(&cfg);
+		ms_settings_free(&cfg);
 		return rc == 1 ? 0 : 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
@@ -146,11 +147,13 @@ int ms_serve_main(int argc, char **argv) {
 	fflush(stderr);
 	uv_run(h->loop, UV_RUN_DEFAULT);
 	free_host_state(h);
+	ms_models_free(h);
+	uv_run(h->loop, UV_RUN_DEFAULT); /* the model timers' close callbacks */
 	ms_store_close(h->store);
 	uv_loop_close(h->loop);
 	MS_INFO("serve", "stopped cleanly");
 	free(h);
-	ms_config_free(&cfg);
+	ms_settings_free(&cfg);
 	return 0;
 }
 
@@ -178,13 +181,13 @@ int ms_token_main(int argc, char **argv) {
 		else return token_usage(stderr);
 	}
 	if (!verb) return token_usage(stderr);
-	ms_config cfg;
+	ms_settings cfg;
 	if (load_config(&cfg, nflags, flags)) return 2;
 	ms_store *st;
 	char err[1024];
 	if (ms_store_open(&st, cfg.data, err, sizeof err)) {
 		fprintf(stderr, "moonspace token: %s\n", err);
-		ms_config_free(&cfg);
+		ms_settings_free(&cfg);
 		return 1;
 	}
 	int rc = 0;
@@ -215,6 +218,6 @@ int ms_token_main(int argc, char **argv) {
 		rc = token_usage(stderr);
 	}
 	ms_store_close(st);
-	ms_config_free(&cfg);
+	ms_settings_free(&cfg);
 	return rc;
 }

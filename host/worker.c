@@ -169,7 +169,12 @@ int ms_worker_spawn(uv_loop_t *loop, const ms_worker_opts *opts, const ms_worker
 	w->proc.data = w;
 	w->open_handles = 3;
 
-	uv_stdio_container_t stdio[4];
+	uv_stdio_container_t stdio[8];
+	int n_extra = opts->n_extra_fds > 4 ? 4 : opts->n_extra_fds;
+	for (int i = 0; i < n_extra; i++) {
+		stdio[4 + i].flags = UV_INHERIT_FD;
+		stdio[4 + i].data.fd = opts->extra_fds[i];
+	}
 	stdio[0].flags = UV_IGNORE;
 	stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
 	stdio[1].data.stream = (uv_stream_t *)&w->out.pipe;
@@ -192,7 +197,7 @@ int ms_worker_spawn(uv_loop_t *loop, const ms_worker_opts *opts, const ms_worker
 	po.env = env;
 	po.exit_cb = on_exit_cb;
 	po.stdio = stdio;
-	po.stdio_count = 4;
+	po.stdio_count = 4 + n_extra;
 	if (opts->drop_privileges && geteuid() == 0) {
 		po.flags |= UV_PROCESS_SETUID | UV_PROCESS_SETGID;
 		po.uid = 65534;

@@ -1,5 +1,5 @@
-/* host/config.c: the settings table and its three sources (file, environment, flags). */
-#include "host/config.h"
+/* host/settings.c: the settings table and its three sources (file, environment, flags). */
+#include "host/settings.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -16,14 +16,14 @@ enum setting_type { T_STR, T_INT, T_BOOL, T_DIRS };
 struct setting {
 	const char *name; /* flag without "--", file key; env is MOONSPACE_<NAME upper, - → _> */
 	enum setting_type type;
-	size_t offset;    /* into ms_config */
+	size_t offset;    /* into ms_settings */
 	size_t count_off; /* T_DIRS: offset of the count */
 	int min, max;     /* T_INT bounds */
 	const char *arg;  /* placeholder in the usage */
 	const char *help;
 };
 
-#define OFF(f) offsetof(ms_config, f)
+#define OFF(f) offsetof(ms_settings, f)
 static const struct setting settings[] = {
 	{"host", T_STR, OFF(host), 0, 0, 0, "ADDR", "address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)"},
 	{"port", T_INT, OFF(port), 0, 0, 65535, "N", "port to listen on (default 7860; 0 picks a free one and logs it)"},
@@ -57,7 +57,7 @@ int ms_exe_dir(char *buf, size_t len) {
 	return 0;
 }
 
-void ms_config_find_dir(const char *exe_dir, const char *name, char *out, size_t len) {
+void ms_settings_find_dir(const char *exe_dir, const char *name, char *out, size_t len) {
 	struct stat st;
 	snprintf(out, len, "%s/../%s", exe_dir ? exe_dir : ".", name);
 	if (stat(out, &st) == 0) return;
@@ -74,14 +74,14 @@ static char *xstrdup(const char *s) {
 	return d;
 }
 
-void ms_config_init(ms_config *c, const char *exe_dir) {
+void ms_settings_init(ms_settings *c, const char *exe_dir) {
 	memset(c, 0, sizeof *c);
 	char path[PATH_MAX];
 	c->host = xstrdup("127.0.0.1");
 	c->port = 7860;
 	c->apps[c->n_apps++] = xstrdup("apps");
 	c->data = xstrdup("data");
-	ms_config_find_dir(exe_dir, "web", path, sizeof path);
+	ms_settings_find_dir(exe_dir, "web", path, sizeof path);
 	c->web = xstrdup(path);
 	c->root_path = xstrdup("");
 	c->max_connections = 1024;
@@ -103,7 +103,7 @@ static void free_dirs(char **dirs, int *n) {
 	*n = 0;
 }
 
-void ms_config_free(ms_config *c) {
+void ms_settings_free(ms_settings *c) {
 	free(c->host);
 	free_dirs(c->apps, &c->n_apps);
 	free_dirs(c->mirror, &c->n_mirror);
@@ -122,7 +122,7 @@ static const struct setting *find_setting(const char *name, size_t len) {
 
 /* Sets one value. `fresh` tracks which T_DIRS lists were replaced by this source already
  * (the first value from a source replaces the list, later ones append). */
-static int set_value(ms_config *c, const struct setting *s, const char *value, unsigned *fresh,
+static int set_value(ms_settings *c, const struct setting *s, const char *value, unsigned *fresh,
 		     const char *where, char *err, size_t errlen) {
 	void *field = (char *)c + s->offset;
 	switch (s->type) {
@@ -157,8 +157,8 @@ static int set_value(ms_config *c, const struct setting *s, const char *value, u
 			free_dirs(dirs, n);
 			*fresh |= bit;
 		}
-		if (*n >= MS_CONFIG_MAX_DIRS)
-			return ms_errf(err, errlen, MS_EINVAL, "%s: at most %d values for %s", where, MS_CONFIG_MAX_DIRS, s->name);
+		if (*n >= MS_SETTINGS_MAX_DIRS)
+			return ms_errf(err, errlen, MS_EINVAL, "%s: at most %d values for %s", where, MS_SETTINGS_MAX_DIRS, s->name);
 		dirs[(*n)++] = xstrdup(value);
 		return 0;
 	}
@@ -173,7 +173,7 @@ static char *trim(char *s) {
 	return s;
 }
 
-static int load_file(ms_config *c, const char *path, int must_exist, char *err, size_t errlen) {
+static int load_file(ms_settings *c, const char *path, int must_exist, char *err, size_t errlen) {
 	FILE *f = fopen(path, "r");
 	if (!f) {
 		if (!must_exist && errno == ENOENT) return 0;
@@ -200,7 +200,7 @@ static int load_file(ms_config *c, const char *path, int must_exist, char *err, 
 	return rc;
 }
 
-static int load_env(ms_config *c, char *err, size_t errlen) {
+static int load_env(ms_settings *c, char *err, size_t errlen) {
 	unsigned fresh = 0;
 	for (size_t i = 0; i < MS_ARRAY_LEN(settings); i++) {
 		char env[64] = "MOONSPACE_";
@@ -225,7 +225,7 @@ static int load_env(ms_config *c, char *err, size_t errlen) {
 	return 0;
 }
 
-void ms_config_usage(FILE *f) {
+void ms_settings_usage(FILE *f) {
 	fprintf(f, "usage: moonspace serve [OPTIONS]\n\n"
 		   "Serves the apps found in the apps directories, their Gradio-compatible APIs, the web\n"
 		   "gallery and the Hub mirror. Settings come from the config file, then MOONSPACE_*\n"
@@ -246,12 +246,12 @@ void ms_config_usage(FILE *f) {
 	fprintf(f, "  --help                   this text\n");
 }
 
-int ms_config_load(ms_config *c, int argc, char **argv, char *err, size_t errlen) {
+int ms_settings_load(ms_settings *c, int argc, char **argv, char *err, size_t errlen) {
 	/* the config file comes first, so find --config before anything else */
 	const char *file = NULL;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-			ms_config_usage(stdout);
+			ms_settings_usage(stdout);
 			return 1;
 		}
 		if (!strcmp(argv[i], "--config") && i + 1 < argc) file = argv[i + 1];
@@ -264,7 +264,7 @@ int ms_config_load(ms_config *c, int argc, char **argv, char *err, size_t errlen
 	} else {
 		char dir[PATH_MAX], path[PATH_MAX + 32], exe[PATH_MAX];
 		if (ms_exe_dir(exe, sizeof exe)) strcpy(exe, ".");
-		ms_config_find_dir(exe, "config", dir, sizeof dir);
+		ms_settings_find_dir(exe, "config", dir, sizeof dir);
 		snprintf(path, sizeof path, "%s/moonspace.conf", dir);
 		rc = load_file(c, path, 0, err, errlen);
 	}
