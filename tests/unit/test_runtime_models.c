@@ -426,3 +426,74 @@ static void batch_matches_single(const char *dir, int threads) {
 
 TEST(batched_steps_match_single_llama) { batch_matches_single("models/stories260K", 2); }
 TEST(batched_steps_match_single_gpt2) { batch_matches_single("models/tiny-random-gpt2", 1); }
+
+/* Real gpt2 files store keys without the "transformer." prefix and carry attn.bias /
+ * attn.masked_bias buffers: rewrite tiny-random-gpt2 that way and expect the same logits. */
+#include "runtime/safetensors.h"
+
+static void put_entry(ms_buf *h, const char *name, const char *dtype, const int64_t *shape, int ndim, size_t *off,
+		      size_t bytes) {
+	ms_buf_printf(h, "%s\"%s\":{\"dtype\":\"%s\",\"shape\":[", h->len > 1 ? "," : "", name, dtype);
+	for (int i = 0; i < ndim; i++) ms_buf_printf(h, "%s%lld", i ? "," : "", (long long)shape[i]);
+	ms_buf_printf(h, "],\"data_offsets\":[%zu,%zu]}", *off, *off + bytes);
+	*off += bytes;
+}
+
+TEST(gpt2_unprefixed_keys_with_bias_buffers) {
+	ms_st st;
+	char err[512];
+	CHECK_INT(ms_st_open(&st, fixture_path("models/tiny-random-gpt2"), err, sizeof err), 0);
+	char tmp[] = "/tmp/ms-gpt2raw-XXXXXX";
+	CHECK(mkdtemp(tmp));
+	ms_buf h, data;
+	ms_buf_init(&h);
+	ms_buf_init(&data);
+	ms_buf_puts(&h, "{");
+	size_t off = 0;
+	for (size_t i = 0; i < st.n_tensors; i++) {
+		const ms_st_tensor *t = &st.tensors[i];
+		const char *name = strncmp(t->name, "transformer.", 12) == 0 ? t->name + 12 : t->name;
+		put_entry(&h, name, "F32", t->shape, t->ndim, &off, t->nbytes);
+		ms_buf_append(&data, t->data, t->nbytes);
+		if (strstr(name, ".attn.c_attn.weight")) { /* the causal-mask buffers */
+			char bn[128];
+			int layer = atoi(name + 2);
+			int64_t shp[4] = {1, 1, 8, 8};
+			float ones[64];
+			for (int k = 0; k < 64; k++) ones[k] = 1.0f;
+			snprintf(bn, sizeof bn, "h.%d.attn.bias", layer);
+			put_entry(&h, bn, "F32", shp, 4, &off, sizeof ones);
+			ms_buf_append(&data, ones, sizeof ones);
+			snprintf(bn, sizeof bn, "h.%d.attn.masked_bias", layer);
+			put_entry(&h, bn, "F32", shp, 0, &off, 4);
+			ms_buf_append(&data, ones, 4);
+		}
+	}
+	ms_buf_puts(&h, "}");
+	while (h.len % 8) ms_buf_puts(&h, " ");
+	char path[512];
+	snprintf(path, sizeof path, "%s/model.safetensors", tmp);
+	FILE *f = fopen(path, "wb");
+	CHECK(f);
+	uint8_t len8[8];
+	for (int i = 0; i < 8; i++) len8[i] = (uint8_t)((uint64_t)h.len >> (8 * i));
+	CHECK(fwrite(len8, 1, 8, f) == 8 && fwrite(h.data, 1, h.len, f) == h.len && fwrite(data.data, 1, data.len, f) == data.len);
+	fclose(f);
+	ms_st_close(&st);
+	char cmd[8192];
+	snprintf(cmd, sizeof cmd, "cp %s/config.json %s/", fixture_path("models/tiny-random-gpt2"), tmp);
+	CHECK_INT(system(cmd), 0);
+	ms_model *m;
+	int rc = ms_model_load(tmp, NULL, &m, err, sizeof err);
+	snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
+	CHECK_INT(system(cmd), 0);
+	CHECK_MSG(rc == 0, "%s", err);
+	json_t *ref = load_json("models/tiny-random-gpt2/reference_logits.json");
+	json_t *c = json_object_get(json_object_get(ref, "cases"), "1,2,3,5,8");
+	int32_t ids[] = {1, 2, 3, 5, 8};
+	check_all_logits(m, ids, 5, json_object_get(c, "logits_all_positions"), 1e-4);
+	ms_model_free(m);
+	json_decref(ref);
+	ms_buf_free(&h);
+	ms_buf_free(&data);
+}
