@@ -260,6 +260,97 @@ void ms_matmul(ms_pool *pool, float *out, const float *x, const float *w, const 
 	else ms_pool_run(pool, mm_task, &j);
 }
 
+/* ---- 8-bit weights ---- */
+
+void ms_q8_quantize(const float *w, size_t d, int k, int8_t *q, float *s) {
+	size_t nb = (size_t)k / MS_Q8_BLOCK;
+	for (size_t r = 0; r < d; r++)
+		for (size_t b = 0; b < nb; b++) {
+			const float *src = w + r * k + b * MS_Q8_BLOCK;
+			float amax = 0.0f;
+			for (int i = 0; i < MS_Q8_BLOCK; i++) amax = fmaxf(amax, fabsf(src[i]));
+			float scale = amax / 127.0f, inv = scale > 0 ? 1.0f / scale : 0.0f;
+			s[r * nb + b] = scale;
+			for (int i = 0; i < MS_Q8_BLOCK; i++) q[r * k + b * MS_Q8_BLOCK + i] = (int8_t)lrintf(src[i] * inv);
+		}
+}
+
+static float dot_q8_portable(const float *x, const int8_t *q, const float *s, int k) {
+	float t = 0.0f;
+	for (int b = 0; b < k / MS_Q8_BLOCK; b++) {
+		float acc[8] = {0};
+		for (int i = 0; i < MS_Q8_BLOCK; i += 8)
+			for (int j = 0; j < 8; j++) acc[j] += x[b * MS_Q8_BLOCK + i + j] * (float)q[b * MS_Q8_BLOCK + i + j];
+		t += s[b] * (((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])));
+	}
+	return t;
+}
+
+__attribute__((target("avx2,fma"))) static inline __m256 q8_load8(const int8_t *p) {
+	return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)p)));
+}
+
+/* Two x rows against one q8 row: the dequantised weights are reused for both. */
+__attribute__((target("avx2,fma"))) static void dot_q8x2_avx2(const float *x0, const float *x1, const int8_t *q,
+							     const float *s, int k, float *o0, float *o1) {
+	__m256 t0 = _mm256_setzero_ps(), t1 = _mm256_setzero_ps();
+	for (int b = 0; b < k / MS_Q8_BLOCK; b++) {
+		const int8_t *qb = q + b * MS_Q8_BLOCK;
+		const float *xa = x0 + b * MS_Q8_BLOCK, *xb = x1 + b * MS_Q8_BLOCK;
+		__m256 w0 = q8_load8(qb), w1 = q8_load8(qb + 8), w2 = q8_load8(qb + 16), w3 = q8_load8(qb + 24);
+		__m256 a = _mm256_mul_ps(_mm256_loadu_ps(xa), w0);
+		a = _mm256_fmadd_ps(_mm256_loadu_ps(xa + 8), w1, a);
+		a = _mm256_fmadd_ps(_mm256_loadu_ps(xa + 16), w2, a);
+		a = _mm256_fmadd_ps(_mm256_loadu_ps(xa + 24), w3, a);
+		__m256 sc = _mm256_broadcast_ss(s + b);
+		t0 = _mm256_fmadd_ps(a, sc, t0);
+		if (x1) {
+			__m256 c = _mm256_mul_ps(_mm256_loadu_ps(xb), w0);
+			c = _mm256_fmadd_ps(_mm256_loadu_ps(xb + 8), w1, c);
+			c = _mm256_fmadd_ps(_mm256_loadu_ps(xb + 16), w2, c);
+			c = _mm256_fmadd_ps(_mm256_loadu_ps(xb + 24), w3, c);
+			t1 = _mm256_fmadd_ps(c, sc, t1);
+		}
+	}
+	*o0 = hsum256(t0);
+	if (x1) *o1 = hsum256(t1);
+}
+
+typedef struct {
+	float *out;
+	const float *x;
+	const ms_q8 *w;
+	const float *bias;
+	int n, d, k, avx2;
+} mmq_job;
+
+static void mmq_task(void *ctx, int t, int nt) {
+	const mmq_job *j = ctx;
+	int r0 = (int)((long)j->d * t / nt), r1 = (int)((long)j->d * (t + 1) / nt);
+	size_t nb = (size_t)j->k / MS_Q8_BLOCK;
+	for (int r = r0; r < r1; r++) {
+		const int8_t *q = j->w->q + (size_t)r * j->k;
+		const float *s = j->w->s + (size_t)r * nb;
+		float b = j->bias ? j->bias[r] : 0.0f;
+		int i = 0;
+		if (j->avx2)
+			for (; i < j->n; i += 2) {
+				float o0, o1 = 0;
+				int two = i + 1 < j->n;
+				dot_q8x2_avx2(j->x + (size_t)i * j->k, two ? j->x + (size_t)(i + 1) * j->k : NULL, q, s, j->k, &o0, &o1);
+				j->out[(size_t)i * j->d + r] = o0 + b;
+				if (two) j->out[(size_t)(i + 1) * j->d + r] = o1 + b;
+			}
+		for (; i < j->n; i++) j->out[(size_t)i * j->d + r] = dot_q8_portable(j->x + (size_t)i * j->k, q, s, j->k) + b;
+	}
+}
+
+void ms_matmul_q8(ms_pool *pool, float *out, const float *x, const ms_q8 *w, const float *bias, int n, int d, int k) {
+	mmq_job j = {out, x, w, bias, n, d, k, ms_kernels_avx2()};
+	if (!pool || (size_t)n * d * k < 32768) mmq_task(&j, 0, 1);
+	else ms_pool_run(pool, mmq_task, &j);
+}
+
 /* ---- elementwise ---- */
 
 void ms_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {

@@ -130,6 +130,8 @@ int ms_model_load(const char *dir, const ms_model_opts *opts, ms_model **out, ch
 	if ((rc = arena_init(m)) != 0) goto fail;
 	if (m->cfg.arch == MS_ARCH_LLAMA || m->cfg.arch == MS_ARCH_GPT2) {
 		if ((rc = ms_dec_load(m, err, errlen)) == 0) rc = ms_dec_ws_alloc(m);
+		if (rc == 0 && opts && opts->q8) rc = ms_dec_quantize(m);
+		m->q8 = opts && opts->q8;
 	} else {
 		rc = ms_enc_load(m, err, errlen);
 	}
@@ -155,6 +157,7 @@ void ms_model_free(ms_model *m) {
 	if (!m) return;
 	if (m->tok && TOK_LINKED(ms_tokenizer_free)) ms_tokenizer_free(m->tok);
 	if (m->arena) munmap(m->arena, m->arena_size);
+	if (m->q8_arena) munmap(m->q8_arena, m->q8_size);
 	ms_dec_ws_free(m);
 	free(m->dec.layers);
 	free(m->enc.layers);

@@ -28,6 +28,7 @@ struct ms_tokenizer;
 
 typedef struct ms_model_opts {
 	int n_threads; /* 0: every available core */
+	int q8;        /* causal LMs: 8-bit weights with per-block scales (faster, approximate) */
 } ms_model_opts;
 
 /* dir: a checkpoint directory. Detects the family from config.json (architectures,

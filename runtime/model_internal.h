@@ -25,6 +25,7 @@ typedef struct {
 	const float *ln2_w, *ln2_b;     /* llama: ffn_norm; gpt2: ln_2 */
 	const float *w1, *w2, *w3;      /* llama: gate [hidden][dim], down [dim][hidden], up [hidden][dim] */
 	const float *b1, *b2;           /* gpt2: c_fc [hidden][dim] + bias, c_proj [dim][hidden] + bias */
+	ms_q8 wq8, wk8, wv8, wo8, w18, w28, w38; /* 8-bit copies (ms_model_opts.q8), used when .q is set */
 } ms_dec_layer;
 
 typedef struct {
@@ -33,6 +34,7 @@ typedef struct {
 	ms_dec_layer *layers;
 	const float *lnf_w, *lnf_b; /* final norm */
 	const float *head;          /* [vocab][dim]; = tok_emb when tied */
+	ms_q8 head8;
 } ms_dec_weights;
 
 typedef struct {
@@ -61,6 +63,9 @@ struct ms_model {
 	struct ms_tokenizer *tok; /* NULL when the checkpoint has no tokenizer */
 	void *arena;              /* weights copied out of the mapping (see ms_w_get) */
 	size_t arena_size, arena_used;
+	void *q8_arena;           /* 8-bit weights when opts.q8 */
+	size_t q8_size;
+	int q8;
 	struct ms_dec_ws *ws;     /* decoders: forward-pass scratch */
 };
 
@@ -91,6 +96,9 @@ int ms_w_get_t(struct ms_model *m, const char *name, int64_t d0, int64_t d1, con
 	       size_t errlen);
 
 int ms_dec_load(struct ms_model *m, char *err, size_t errlen);
+/* Makes 8-bit copies of the decoder's matrices (those with k % 32 == 0) and releases the
+ * F32 pages they no longer need. */
+int ms_dec_quantize(struct ms_model *m);
 /* One forward pass over n <= MS_CHUNK rows: row i feeds ids[i] to sess[i] at that session's
  * next position (rows of one session in order). Logits go to m->ws->logits, one row of
  * vocab floats per output row: every row (all=1) or, for each session, its last row in the

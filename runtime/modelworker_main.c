@@ -349,7 +349,8 @@ static int init(void) {
 	char err[1024] = "";
 	int rc = MS_EPROTO;
 	if (t && strcmp(t, "init") == 0 && path) {
-		ms_model_opts o = {json_is_integer(th) ? (int)json_integer_value(th) : 1};
+		ms_model_opts o = {.n_threads = json_is_integer(th) ? (int)json_integer_value(th) : 1,
+				   .q8 = json_is_true(json_object_get(m, "q8"))};
 		rc = ms_model_load(path, &o, &model, err, sizeof err);
 	} else {
 		snprintf(err, sizeof err, "expected {\"t\":\"init\",\"path\":...}");

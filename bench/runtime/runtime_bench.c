@@ -164,7 +164,7 @@ static int count_gen(void *ud, int32_t id) { return 0; }
 
 int main(int argc, char **argv) {
 	const char *shape_list = "15M,110M", *thread_list = "1,2", *dir = "/tmp/moonspace-bench", *streams = "1,4,16";
-	int n_prompt = 128, n_gen = 128;
+	int n_prompt = 128, n_gen = 128, q8 = 0;
 	for (int i = 1; i + 1 < argc; i += 2) {
 		if (!strcmp(argv[i], "--shapes")) shape_list = argv[i + 1];
 		else if (!strcmp(argv[i], "--threads")) thread_list = argv[i + 1];
@@ -172,14 +172,15 @@ int main(int argc, char **argv) {
 		else if (!strcmp(argv[i], "--gen")) n_gen = atoi(argv[i + 1]);
 		else if (!strcmp(argv[i], "--dir")) dir = argv[i + 1];
 		else if (!strcmp(argv[i], "--streams")) streams = argv[i + 1];
+		else if (!strcmp(argv[i], "--q8")) q8 = atoi(argv[i + 1]);
 		else {
-			fprintf(stderr, "usage: %s [--shapes 15M,110M,1.1B] [--threads 1,2] [--prompt N] [--gen N] [--dir D] [--streams 1,4,16]\n", argv[0]);
+			fprintf(stderr, "usage: %s [--shapes 15M,110M,1.1B] [--threads 1,2] [--prompt N] [--gen N] [--dir D] [--streams 1,4,16] [--q8 0|1]\n", argv[0]);
 			return 2;
 		}
 	}
 	if (n_prompt < 1) n_prompt = 1;
 	mkdir(dir, 0755);
-	printf("kernels: %s\n", ms_kernels_avx2() ? "AVX2/FMA" : "portable");
+	printf("kernels: %s, weights: %s\n", ms_kernels_avx2() ? "AVX2/FMA" : "portable", q8 ? "8-bit (per-32 scales)" : "F32");
 	double bw[3] = {0};
 	for (const char *t = thread_list; *t; t = strchr(t, ',') ? strchr(t, ',') + 1 : "") {
 		int th = atoi(t);
@@ -201,12 +202,12 @@ int main(int argc, char **argv) {
 		/* weight bytes read per generated token: every matrix, the head, not the embedding table */
 		int kv = s->dim / s->heads * s->kv_heads;
 		double per_layer = (double)s->dim * s->dim * 2 + 2.0 * kv * s->dim + 3.0 * s->hidden * s->dim;
-		double bytes_tok = 4.0 * (per_layer * s->layers + (double)s->vocab * s->dim);
+		double bytes_tok = (q8 ? 34.0 / 32.0 : 4.0) * (per_layer * s->layers + (double)s->vocab * s->dim);
 		for (const char *t = thread_list; *t; t = strchr(t, ',') ? strchr(t, ',') + 1 : "") {
 			int th = atoi(t);
 			ms_model *m;
 			char err[512];
-			ms_model_opts mo = {th};
+			ms_model_opts mo = {.n_threads = th, .q8 = q8};
 			if (ms_model_load(d, &mo, &m, err, sizeof err) != 0) {
 				fprintf(stderr, "%s\n", err);
 				return 1;

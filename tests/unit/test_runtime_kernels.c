@@ -90,3 +90,33 @@ TEST(sampler) {
 	}
 	ms_sampler_free(&s);
 }
+
+TEST(matmul_q8) {
+	for (int portable = 0; portable < 2; portable++) {
+		ms_kernels_force_portable(portable);
+		ms_pool pool;
+		CHECK_INT(ms_pool_init(&pool, 2), 0);
+		int n = 3, d = 37, k = 96 * 4;
+		float *x = malloc((size_t)n * k * 4), *w = malloc((size_t)d * k * 4), *o = malloc((size_t)n * d * 4);
+		int8_t *q = malloc((size_t)d * k);
+		float *s = malloc((size_t)d * (k / MS_Q8_BLOCK) * 4);
+		for (int i = 0; i < n * k; i++) x[i] = rnd();
+		for (int i = 0; i < d * k; i++) w[i] = rnd();
+		ms_q8_quantize(w, (size_t)d, k, q, s);
+		ms_q8 wq = {q, s};
+		ms_matmul_q8(&pool, o, x, &wq, NULL, n, d, k);
+		for (int i = 0; i < n; i++)
+			for (int r = 0; r < d; r++) {
+				double deq = 0, exact = 0;
+				for (int e = 0; e < k; e++) {
+					deq += (double)x[i * k + e] * q[r * k + e] * s[r * (k / MS_Q8_BLOCK) + e / MS_Q8_BLOCK];
+					exact += (double)x[i * k + e] * w[r * k + e];
+				}
+				CHECK_NEAR(o[i * d + r], deq, 1e-4);
+				CHECK_NEAR(o[i * d + r], exact, 0.045); /* quantisation error: ~6 sigma over 384 terms */
+			}
+		free(x), free(w), free(o), free(q), free(s);
+		ms_pool_free(&pool);
+	}
+	ms_kernels_force_portable(0);
+}

@@ -16,14 +16,16 @@ static json_t *load_json(const char *rel) {
 	return j;
 }
 
-static ms_model *load_model(const char *rel, int threads) {
+static ms_model *load_model_q(const char *rel, int threads, int q8) {
 	char err[512] = "";
 	ms_model *m = NULL;
-	ms_model_opts o = {threads};
+	ms_model_opts o = {.n_threads = threads, .q8 = q8};
 	int rc = ms_model_load(fixture_path(rel), &o, &m, err, sizeof err);
 	CHECK_MSG(rc == 0, "load %s: %s (%s)", rel, err, ms_strerror(rc));
 	return m;
 }
+
+static ms_model *load_model(const char *rel, int threads) { return load_model_q(rel, threads, 0); }
 
 static int32_t *ids_of(json_t *arr, size_t *n) {
 	*n = json_array_size(arr);
@@ -496,4 +498,34 @@ TEST(gpt2_unprefixed_keys_with_bias_buffers) {
 	json_decref(ref);
 	ms_buf_free(&h);
 	ms_buf_free(&data);
+}
+
+/* 8-bit weights: close to the F32 reference (an approximation, so a looser bound), and a
+ * real speed path, so the same greedy text on a pretrained model for a while. */
+TEST(q8_weights_close_to_f32) {
+	json_t *ref = load_json("models/stories260K/reference_logits.json");
+	ms_model *m = load_model_q("models/stories260K", 2, 1);
+	size_t n;
+	int32_t *ids = ids_of(json_object_get(ref, "input_ids"), &n);
+	float *lg = malloc(n * 512 * sizeof *lg);
+	CHECK_INT(ms_model_logits(m, ids, n, lg), 0);
+	json_t *all = json_object_get(ref, "logits_all_positions");
+	double worst = 0;
+	for (size_t p = 0; p < n; p++) {
+		worst = fmax(worst, max_diff(lg + p * 512, json_array_get(all, p), 512));
+		/* the F32 argmax stays the argmax */
+		json_t *row = json_array_get(all, p);
+		int best = 0;
+		for (int v = 1; v < 512; v++)
+			if (json_number_value(json_array_get(row, v)) > json_number_value(json_array_get(row, best))) best = v;
+		int mine = 0;
+		for (int v = 1; v < 512; v++)
+			if (lg[p * 512 + v] > lg[p * 512 + mine]) mine = v;
+		CHECK_INT(mine, best);
+	}
+	CHECK_MSG(worst < 0.3 && worst > 0, "q8 max |logit diff| %g", worst);
+	free(lg);
+	free(ids);
+	ms_model_free(m);
+	json_decref(ref);
 }

@@ -101,7 +101,7 @@ TEST(concurrent_generations_match_single) {
 	}
 	ms_model *m;
 	char err[512];
-	ms_model_opts mo = {1};
+	ms_model_opts mo = {.n_threads = 1};
 	CHECK_INT(ms_model_load(fixture_path("models/stories260K"), &mo, &m, err, sizeof err), 0);
 	for (int i = 0; i < N; i++) {
 		ms_gen_opts o;
