@@ -324,8 +324,41 @@ typedef struct {
 	int n, d, k, avx2;
 } mmq_job;
 
+static void mm_task(void *ctx, int t, int nt);
+
+/* Many rows of x (prompt chunks, batched streams): dequantise four weight rows at a time
+ * into scratch and run the F32 tile on them, instead of dequantising per x row. */
+static int mmq_task_wide(const mmq_job *j, int t, int nt) {
+	int blocks = (j->d + 3) / 4;
+	int b0 = (int)((long)blocks * t / nt), b1 = (int)((long)blocks * (t + 1) / nt);
+	size_t nb = (size_t)j->k / MS_Q8_BLOCK;
+	float *wf = malloc((size_t)4 * j->k * sizeof *wf), *o = malloc((size_t)j->n * 4 * sizeof *o);
+	if (!wf || !o) {
+		free(wf);
+		free(o);
+		return -1;
+	}
+	for (int b = b0; b < b1; b++) {
+		int r0 = b * 4, rows = j->d - r0 < 4 ? j->d - r0 : 4;
+		for (int r = 0; r < rows; r++) {
+			const int8_t *q = j->w->q + (size_t)(r0 + r) * j->k;
+			const float *sc = j->w->s + (size_t)(r0 + r) * nb;
+			for (int e = 0; e < j->k; e++) wf[(size_t)r * j->k + e] = (float)q[e] * sc[e / MS_Q8_BLOCK];
+		}
+		mm_job mj = {o, j->x, wf, NULL, j->n, rows, j->k, j->avx2};
+		mm_task(&mj, 0, 1);
+		for (int i = 0; i < j->n; i++)
+			for (int r = 0; r < rows; r++)
+				j->out[(size_t)i * j->d + r0 + r] = o[(size_t)i * rows + r] + (j->bias ? j->bias[r0 + r] : 0.0f);
+	}
+	free(wf);
+	free(o);
+	return 0;
+}
+
 static void mmq_task(void *ctx, int t, int nt) {
 	const mmq_job *j = ctx;
+	if (j->n >= 4 && mmq_task_wide(j, t, nt) == 0) return;
 	int r0 = (int)((long)j->d * t / nt), r1 = (int)((long)j->d * (t + 1) / nt);
 	size_t nb = (size_t)j->k / MS_Q8_BLOCK;
 	for (int r = r0; r < r1; r++) {

@@ -92,11 +92,12 @@ TEST(sampler) {
 }
 
 TEST(matmul_q8) {
-	for (int portable = 0; portable < 2; portable++) {
+	for (int it = 0; it < 4; it++) { /* AVX2 / portable x 3 rows / 5 rows (dequantised tiles) */
+		int portable = it & 1, n = it < 2 ? 3 : 5;
 		ms_kernels_force_portable(portable);
 		ms_pool pool;
 		CHECK_INT(ms_pool_init(&pool, 2), 0);
-		int n = 3, d = 37, k = 96 * 4;
+		int d = 37, k = 96 * 4;
 		float *x = malloc((size_t)n * k * 4), *w = malloc((size_t)d * k * 4), *o = malloc((size_t)n * d * 4);
 		int8_t *q = malloc((size_t)d * k);
 		float *s = malloc((size_t)d * (k / MS_Q8_BLOCK) * 4);
