@@ -137,7 +137,7 @@ static void attn_task(void *ctx, int t, int nt) {
 	float scale = 1.0f / sqrtf((float)hd);
 	for (int u = u0; u < u1; u++) {
 		int i = u / c->n_heads, h = u % c->n_heads, pos = ws->pos[i];
-		const ms_session *s = ws->sess[i];
+		const ms_seq *s = ws->sess[i];
 		size_t loff = (size_t)j->layer * s->max_seq * kv_dim;
 		const float *q = ws->q + (size_t)i * c->dim + h * hd;
 		float *att = ws->att + ((size_t)i * c->n_heads + h) * ws->att_len;
@@ -198,7 +198,7 @@ void ms_dec_ws_free(ms_model *m) {
 /* K and V of row i go straight into its session's cache: matmul outputs are strided rows
  * there, so they are computed into scratch and copied (rows of different sessions are
  * not contiguous). */
-int ms_dec_forward(ms_model *m, ms_session *const *sess, const int32_t *ids, int n, int all,
+int ms_dec_forward(ms_model *m, ms_seq *const *sess, const int32_t *ids, int n, int all,
 		   const atomic_int *cancel) {
 	const ms_config *c = &m->cfg;
 	const ms_dec_weights *w = &m->dec;
@@ -246,7 +246,7 @@ int ms_dec_forward(ms_model *m, ms_session *const *sess, const int32_t *ids, int
 		MM(ws->hb, ws->xb, L->wk, L->wk8, L->bk, n, kv_dim, dim);
 		MM(ws->hb2, ws->xb, L->wv, L->wv8, L->bv, n, kv_dim, dim);
 		for (int i = 0; i < n; i++) {
-			ms_session *s = sess[i];
+			ms_seq *s = sess[i];
 			size_t off = ((size_t)l * s->max_seq + ws->pos[i]) * kv_dim;
 			float *k = ws->hb + (size_t)i * kv_dim;
 			if (llama) {

@@ -3,7 +3,7 @@
  *
  * As in llama2.c: a Config (ms_config), Weights (read-only after load, F32, either views
  * into the safetensors mapping or upcast copies), and RunState (per-sequence scratch and
- * KV cache, ms_session). Every weight matrix is stored [out][in], row-major, so one
+ * KV cache, ms_seq). Every weight matrix is stored [out][in], row-major, so one
  * kernel (ms_matmul) serves every family; GPT-2's Conv1D weights ([in][out] on disk) are
  * transposed at load.
  */
@@ -70,7 +70,7 @@ struct ms_model {
 };
 
 /* Per-sequence state of a decoder: its KV cache. */
-struct ms_session {
+struct ms_seq {
 	struct ms_model *m;
 	int max_seq, pos;
 	float *key_cache, *value_cache; /* [layers][max_seq][kv_dim] */
@@ -84,7 +84,7 @@ typedef struct ms_dec_ws {
 	float *att;                          /* [MS_CHUNK][heads][att_len] */
 	int att_len;                         /* grown to the longest context seen */
 	float *logits;                       /* [MS_CHUNK][vocab] */
-	struct ms_session *sess[MS_CHUNK];   /* the session and position of each row */
+	struct ms_seq *sess[MS_CHUNK];   /* the session and position of each row */
 	int pos[MS_CHUNK];
 } ms_dec_ws;
 
@@ -103,7 +103,7 @@ int ms_dec_quantize(struct ms_model *m);
  * next position (rows of one session in order). Logits go to m->ws->logits, one row of
  * vocab floats per output row: every row (all=1) or, for each session, its last row in the
  * batch (all=0), in row order. Advances each session's pos. */
-int ms_dec_forward(struct ms_model *m, struct ms_session *const *sess, const int32_t *ids, int n, int all,
+int ms_dec_forward(struct ms_model *m, struct ms_seq *const *sess, const int32_t *ids, int n, int all,
 		   const atomic_int *cancel);
 int ms_dec_ws_alloc(struct ms_model *m);
 void ms_dec_ws_free(struct ms_model *m);

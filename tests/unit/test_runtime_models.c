@@ -325,14 +325,14 @@ TEST(cancel_stops_generation) {
 	CHECK_INT(st.stopped, 3);
 	free(out);
 	/* a set flag stops a forward pass before its first layer */
-	ms_session *s;
-	CHECK_INT(ms_session_new(m, 16, &s), 0);
+	ms_seq *s;
+	CHECK_INT(ms_seq_new(m, 16, &s), 0);
 	float logits[512];
-	CHECK_INT(ms_session_forward(s, &bos, 1, logits, NULL, &cancel_flag), MS_ECANCELED);
+	CHECK_INT(ms_seq_forward(s, &bos, 1, logits, NULL, &cancel_flag), MS_ECANCELED);
 	atomic_store(&cancel_flag, 0);
-	ms_session_reset(s);
-	CHECK_INT(ms_session_forward(s, &bos, 1, logits, NULL, &cancel_flag), 0);
-	ms_session_free(s);
+	ms_seq_reset(s);
+	CHECK_INT(ms_seq_forward(s, &bos, 1, logits, NULL, &cancel_flag), 0);
+	ms_seq_free(s);
 	ms_model_free(m);
 }
 
@@ -366,8 +366,8 @@ TEST(sampling_seeded_reproducible) {
 
 TEST(wrong_family_calls_rejected) {
 	ms_model *m = load_model("models/tiny-random-bert", 1);
-	ms_session *s;
-	CHECK_INT(ms_session_new(m, 8, &s), MS_EUNSUPPORTED);
+	ms_seq *s;
+	CHECK_INT(ms_seq_new(m, 8, &s), MS_EUNSUPPORTED);
 	ms_label_score *ls;
 	size_t nl;
 	int32_t ids[] = {101, 102};
@@ -398,29 +398,29 @@ static void batch_matches_single(const char *dir, int threads) {
 		memcpy(want[s], out, sizeof want[s]);
 		free(out);
 	}
-	ms_session *sess[3];
+	ms_seq *sess[3];
 	int32_t next[3];
 	float *lg = malloc(3 * (size_t)vocab * sizeof *lg), *single = malloc((size_t)vocab * sizeof *single);
 	for (int s = 0; s < 3; s++) {
-		CHECK_INT(ms_session_new(m, 64, &sess[s]), 0);
-		CHECK_INT(ms_session_forward(sess[s], prompts[s], plen[s], lg, NULL, NULL), 0);
+		CHECK_INT(ms_seq_new(m, 64, &sess[s]), 0);
+		CHECK_INT(ms_seq_forward(sess[s], prompts[s], plen[s], lg, NULL, NULL), 0);
 		next[s] = 0;
 		for (int v = 1; v < vocab; v++) if (lg[v] > lg[next[s]]) next[s] = v;
 	}
 	for (int step = 0; step < STEPS; step++) {
 		for (int s = 0; s < 3; s++) CHECK_INT(next[s], want[s][step]);
-		CHECK_INT(ms_session_step_batch(sess, next, 3, lg, NULL), 0);
+		CHECK_INT(ms_seq_step_batch(sess, next, 3, lg, NULL), 0);
 		for (int s = 0; s < 3; s++) {
 			int best = 0;
 			for (int v = 1; v < vocab; v++) if (lg[s * vocab + v] > lg[s * vocab + best]) best = v;
 			next[s] = best;
-			CHECK_INT(ms_session_pos(sess[s]), (int)plen[s] + step + 1);
+			CHECK_INT(ms_seq_pos(sess[s]), (int)plen[s] + step + 1);
 		}
 	}
 	/* a session must not appear twice in one step */
-	ms_session *dup[2] = {sess[0], sess[0]};
-	CHECK_INT(ms_session_step_batch(dup, next, 2, lg, NULL), MS_EINVAL);
-	for (int s = 0; s < 3; s++) ms_session_free(sess[s]);
+	ms_seq *dup[2] = {sess[0], sess[0]};
+	CHECK_INT(ms_seq_step_batch(dup, next, 2, lg, NULL), MS_EINVAL);
+	for (int s = 0; s < 3; s++) ms_seq_free(sess[s]);
 	free(lg);
 	free(single);
 	ms_model_free(m);
