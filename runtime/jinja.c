@@ -1395,6 +1395,32 @@ static val *concat(jx *J, val *a, val *b) {
 	return v;
 }
 
+/* Python's "fmt % args" for %s %r %d %i %f %%; args is one value or a tuple/list */
+static val *str_format(jx *J, val *fmt, val *args_, int line) {
+	ms_buf *b = tbuf(J);
+	size_t ai = 0;
+	int seq = args_->t == V_LIST;
+	for (size_t i = 0; i < fmt->s.n; i++) {
+		char c = fmt->s.p[i];
+		if (c != '%') { ms_buf_append(b, &c, 1); continue; }
+		if (++i >= fmt->s.n) jfail(J, MS_EFORMAT, line, "incomplete format");
+		char k = fmt->s.p[i];
+		if (k == '%') { ms_buf_puts(b, "%"); continue; }
+		val *x = seq ? (ai < args_->l.n ? args_->l.v[ai] : NULL) : (ai == 0 ? args_ : NULL);
+		ai++;
+		if (!x) jfail(J, MS_EFORMAT, line, "not enough arguments for format string");
+		if (k == 's' || k == 'r') to_str(J, b, x, k == 'r');
+		else if ((k == 'd' || k == 'i') && isnum(x)) ms_buf_printf(b, "%lld", x->t == V_FLOAT ? (long long)x->f : numi(x));
+		else if (k == 'f' && isnum(x)) ms_buf_printf(b, "%f", numf(x));
+		else jfail(J, MS_EFORMAT, line, "unsupported format '%%%c'", k);
+	}
+	if (seq ? ai < args_->l.n : (ai == 0 && args_->t != V_DICT))
+		jfail(J, MS_EFORMAT, line, "not all arguments converted during string formatting");
+	val *r = mkstr(J, b->data ? b->data : "", b->len);
+	ms_buf_free(b);
+	return r;
+}
+
 static val *arith(jx *J, const char *op, val *a, val *b, int line) {
 	if (!strcmp(op, "~")) return concat(J, vstr(J, a), vstr(J, b));
 	if (a->t == V_UNDEF || b->t == V_UNDEF)
@@ -1409,9 +1435,22 @@ static val *arith(jx *J, const char *op, val *a, val *b, int line) {
 			return l;
 		}
 	}
-	if (!strcmp(op, "*") && ((a->t == V_STR && b->t == V_INT) || (a->t == V_INT && b->t == V_STR))) {
+	if (!strcmp(op, "%") && a->t == V_STR) return str_format(J, a, b, line);
+	int aint = a->t == V_INT || a->t == V_BOOL, bint = b->t == V_INT || b->t == V_BOOL;
+	if (!strcmp(op, "*") && ((a->t == V_LIST && bint) || (aint && b->t == V_LIST))) {
+		val *s = a->t == V_LIST ? a : b;
+		long long k = numi(aint ? a : b);
+		val *l = mklist(J, 4);
+		l->tuple = s->tuple;
+		if (k > 0 && s->l.n && (unsigned long long)k > J->o.max_steps / s->l.n) jfail(J, MS_ETOOBIG, line, "repeated list too large");
+		for (long long i = 0; i < k; i++)
+			for (size_t j = 0; j < s->l.n; j++) lpush(J, l, s->l.v[j]);
+		step(J, l->l.n, line);
+		return l;
+	}
+	if (!strcmp(op, "*") && ((a->t == V_STR && bint) || (aint && b->t == V_STR))) {
 		val *s = a->t == V_STR ? a : b;
-		long long k = a->t == V_INT ? a->i : b->i;
+		long long k = numi(aint ? a : b);
 		if (k <= 0 || s->s.n == 0) return mkstr(J, "", 0);
 		if ((unsigned long long)k > (J->o.max_output * 2 + 1024) / s->s.n) jfail(J, MS_ETOOBIG, line, "repeated string too large");
 		ms_buf *bb = tbuf(J);
@@ -1628,6 +1667,31 @@ static val *recase(jx *J, val *s, int mode) {
 	return r;
 }
 
+/* Jinja's title filter (not str.title): words start after - ( { [ < or whitespace;
+ * each word is capitalised and the rest lowered */
+static val *title_filter(jx *J, val *s) {
+	ms_buf *b = tbuf(J);
+	size_t i = 0;
+	while (i < s->s.n) {
+		size_t j = i;
+		while (j < s->s.n && (strchr("-({[<", s->s.p[j]) || is_ws((unsigned char)s->s.p[j]))) j++;
+		ms_buf_append(b, s->s.p + i, j - i);
+		if (j >= s->s.n) break;
+		size_t k = j;
+		while (k < s->s.n && !strchr("-({[<", s->s.p[k]) && !is_ws((unsigned char)s->s.p[k])) k++;
+		size_t c1 = j + 1;
+		while (c1 < k && ((unsigned char)s->s.p[c1] & 0xC0) == 0x80) c1++;
+		val *first = recase(J, mkstr(J, s->s.p + j, c1 - j), CASE_UPPER);
+		val *rest = recase(J, mkstr(J, s->s.p + c1, k - c1), CASE_LOWER);
+		ms_buf_append(b, first->s.p, first->s.n);
+		ms_buf_append(b, rest->s.p, rest->s.n);
+		i = k;
+	}
+	val *r = mkstr(J, b->data ? b->data : "", b->len);
+	ms_buf_free(b);
+	return r;
+}
+
 static val *replace(jx *J, val *s, val *old, val *new_, long long count) {
 	ms_buf *b = tbuf(J);
 	size_t i = 0;
@@ -1719,7 +1783,8 @@ static void to_json(jx *J, ms_buf *b, val *v, int indent, int level, int line) {
 	if (level > J->o.max_depth * 4) jfail(J, MS_ETOOBIG, line, "tojson: value nested too deeply");
 	if (b->len > J->o.max_output * 2) jfail(J, MS_ETOOBIG, line, "tojson: value too large");
 	switch (v->t) {
-	case V_UNDEF: case V_NONE: ms_buf_puts(b, "null"); break;
+	case V_UNDEF: jfail(J, MS_EFORMAT, line, "tojson: value is undefined");
+	case V_NONE: ms_buf_puts(b, "null"); break;
 	case V_BOOL: ms_buf_puts(b, v->b ? "true" : "false"); break;
 	case V_INT: ms_buf_printf(b, "%lld", v->i); break;
 	case V_FLOAT:
@@ -1773,19 +1838,20 @@ static int run_test(jx *J, const char *name, val *v, args *a) {
 	if (IS("undefined")) return v->t == V_UNDEF;
 	if (IS("none")) return v->t == V_NONE;
 	if (IS("string")) return v->t == V_STR;
-	if (IS("number")) return v->t == V_INT || v->t == V_FLOAT;
+	if (IS("number")) return isnum(v); /* Python's bool is a number */
 	if (IS("integer")) return v->t == V_INT;
 	if (IS("float")) return v->t == V_FLOAT;
 	if (IS("boolean")) return v->t == V_BOOL;
 	if (IS("mapping")) return v->t == V_DICT;
-	if (IS("iterable")) return v->t == V_LIST || v->t == V_DICT || v->t == V_STR;
-	if (IS("sequence")) return v->t == V_LIST || v->t == V_DICT || v->t == V_STR;
+	/* Jinja's Undefined iterates as empty, so it passes both */
+	if (IS("iterable")) return v->t == V_LIST || v->t == V_DICT || v->t == V_STR || v->t == V_UNDEF;
+	if (IS("sequence")) return v->t == V_LIST || v->t == V_DICT || v->t == V_STR || v->t == V_UNDEF;
 	if (IS("callable")) return v->t == V_FUNC || v->t == V_MACRO;
 	if (IS("true")) return v->t == V_BOOL && v->b;
 	if (IS("false")) return v->t == V_BOOL && !v->b;
-	if (IS("odd") || IS("even")) {
-		if (v->t != V_INT) jfail(J, MS_EFORMAT, line, "'%s' test needs an integer", name);
-		return (int)(((v->i % 2) + 2) % 2) == (IS("odd") ? 1 : 0);
+	if (IS("odd") || IS("even")) { /* value % 2 == 1, as Jinja computes it */
+		val *m = arith(J, "%", v, mkint(J, 2), line);
+		return numf(m) == (IS("odd") ? 1.0 : 0.0);
 	}
 	if (IS("divisibleby")) {
 		if (v->t != V_INT || !x || x->t != V_INT || x->i == 0) jfail(J, MS_EFORMAT, line, "'divisibleby' needs non-zero integers");
@@ -1940,6 +2006,7 @@ static val *apply_filter(jx *J, const char *name, args *a) {
 	if (IS("abs")) {
 		if (v->t == V_INT) { if (v->i == LLONG_MIN) jfail(J, MS_EFORMAT, line, "integer overflow"); return mkint(J, v->i < 0 ? -v->i : v->i); }
 		if (v->t == V_FLOAT) return mkfloat(J, fabs(v->f));
+		if (v->t == V_BOOL) return mkint(J, v->b);
 		jfail(J, MS_EFORMAT, line, "abs needs a number");
 	}
 	if (IS("round")) {
@@ -2034,7 +2101,7 @@ static val *apply_filter(jx *J, const char *name, args *a) {
 	if (IS("trim")) return strip(J, vstr(J, v), str_arg(J, a, 1, "chars", "trim"), 1, 1);
 	if (IS("upper")) return recase(J, vstr(J, v), CASE_UPPER);
 	if (IS("lower")) return recase(J, vstr(J, v), CASE_LOWER);
-	if (IS("title")) return recase(J, vstr(J, v), CASE_TITLE);
+	if (IS("title")) return title_filter(J, vstr(J, v));
 	if (IS("capitalize")) return recase(J, vstr(J, v), CASE_CAP);
 	if (IS("replace")) {
 		val *o = str_arg(J, a, 1, "old", "replace"), *nw = str_arg(J, a, 2, "new", "replace");
