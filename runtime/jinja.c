@@ -2489,25 +2489,25 @@ static int exec_for(jx *J, frame *f, node *n, ms_buf *out) {
 		items = kept;
 	}
 	size_t len = items->l.n;
+	static const char *const loop_keys[] = {"index", "index0", "revindex", "revindex0", "first", "last", "length",
+	                                        "previtem", "nextitem", "depth", "depth0", "cycle"};
+	val *keys[MS_ARRAY_LEN(loop_keys)];
+	for (size_t k = 0; k < MS_ARRAY_LEN(loop_keys); k++) keys[k] = mkcstr(J, loop_keys[k]);
+	val *lenv = mkint(J, (long long)len), *one = mkint(J, 1), *zero = mkint(J, 0);
 	for (size_t i = 0; i < len; i++) {
 		step(J, 1, n->line);
 		frame *lf = push_frame(J, f);
-		val *loop = mkdict(J, V_DICT);
-		dsetc(J, loop, "index", mkint(J, (long long)i + 1));
-		dsetc(J, loop, "index0", mkint(J, (long long)i));
-		dsetc(J, loop, "revindex", mkint(J, (long long)(len - i)));
-		dsetc(J, loop, "revindex0", mkint(J, (long long)(len - i - 1)));
-		dsetc(J, loop, "first", mkbool(i == 0));
-		dsetc(J, loop, "last", mkbool(i + 1 == len));
-		dsetc(J, loop, "length", mkint(J, (long long)len));
-		dsetc(J, loop, "previtem", i ? items->l.v[i - 1] : &V_undef);
-		dsetc(J, loop, "nextitem", i + 1 < len ? items->l.v[i + 1] : &V_undef);
-		dsetc(J, loop, "depth", mkint(J, 1));
-		dsetc(J, loop, "depth0", mkint(J, 0));
+		/* loop.* in a fresh dict per iteration (a body may keep a reference), with shared keys */
+		val *loop = mkv(J, V_DICT);
+		loop->d.cap = loop->d.n = MS_ARRAY_LEN(loop_keys);
+		loop->d.e = jalloc(J, loop->d.cap * sizeof(dent));
 		val *cyc = mkv(J, V_FUNC);
 		cyc->fn.id = F_CYCLE;
 		cyc->fn.self = mkint(J, (long long)i);
-		dsetc(J, loop, "cycle", cyc);
+		val *vals[] = {mkint(J, (long long)i + 1), cyc->fn.self, mkint(J, (long long)(len - i)),
+		               mkint(J, (long long)(len - i - 1)), mkbool(i == 0), mkbool(i + 1 == len), lenv,
+		               i ? items->l.v[i - 1] : &V_undef, i + 1 < len ? items->l.v[i + 1] : &V_undef, one, zero, cyc};
+		for (size_t k = 0; k < MS_ARRAY_LEN(loop_keys); k++) loop->d.e[k] = (dent){keys[k], vals[k]};
 		dsetc(J, lf->vars, "loop", loop);
 		assign(J, lf, n->a, items->l.v[i], n->line);
 		int r = exec(J, lf, body, out);
