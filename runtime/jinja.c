@@ -106,7 +106,7 @@ static void step(jx *J, uint64_t n, int line) {
 
 /* ---------------------------------------------------------------- values */
 
-enum { V_UNDEF, V_NONE, V_BOOL, V_INT, V_FLOAT, V_STR, V_LIST, V_DICT, V_NS, V_FUNC, V_MACRO };
+enum { V_UNDEF, V_NONE, V_BOOL, V_INT, V_FLOAT, V_STR, V_LIST, V_DICT, V_NS, V_FUNC, V_MACRO, V_LOOP };
 
 typedef struct val val;
 typedef struct dent { val *k, *v; } dent;
@@ -122,6 +122,7 @@ struct val {
 		struct { dent *e; size_t n, cap; } d; /* V_DICT and V_NS */
 		struct { int id; const char *name; val *self; } fn;
 		struct node *mac;
+		struct { val *items; size_t i; } lp; /* loop.*, computed on access */
 	};
 };
 
@@ -230,7 +231,7 @@ static int truthy(const val *v) {
 
 static const char *tname(int t) {
 	static const char *n[] = {"undefined", "none", "boolean", "integer", "float", "string",
-	                          "list", "dict", "namespace", "function", "macro"};
+	                          "list", "dict", "namespace", "function", "macro", "loop"};
 	return n[t];
 }
 
@@ -320,6 +321,7 @@ static void to_str(jx *J, ms_buf *b, const val *v, int repr) {
 		ms_buf_puts(b, "}");
 		break;
 	case V_NS: ms_buf_puts(b, "<Namespace>"); break;
+	case V_LOOP: ms_buf_puts(b, "<LoopContext>"); break;
 	default: ms_buf_puts(b, "<function>"); break;
 	}
 }
@@ -1551,7 +1553,34 @@ static val *do_slice(jx *J, val *o, val *s0, val *s1, val *s2, int line) {
 	jfail(J, MS_EFORMAT, line, "%s cannot be sliced", tname(o->t));
 }
 
+
+static val *loop_attr(jx *J, val *o, const char *name, size_t n) {
+	size_t i = o->lp.i, len = o->lp.items->l.n;
+	val **v = o->lp.items->l.v;
+#define A(s) (n == sizeof(s) - 1 && !memcmp(name, s, n))
+	if (A("index")) return mkint(J, (long long)i + 1);
+	if (A("index0")) return mkint(J, (long long)i);
+	if (A("revindex")) return mkint(J, (long long)(len - i));
+	if (A("revindex0")) return mkint(J, (long long)(len - i - 1));
+	if (A("first")) return mkbool(i == 0);
+	if (A("last")) return mkbool(i + 1 == len);
+	if (A("length")) return mkint(J, (long long)len);
+	if (A("previtem")) return i ? v[i - 1] : &V_undef;
+	if (A("nextitem")) return i + 1 < len ? v[i + 1] : &V_undef;
+	if (A("depth")) return mkint(J, 1);
+	if (A("depth0")) return mkint(J, 0);
+	if (A("cycle")) {
+		val *fn = mkv(J, V_FUNC);
+		fn->fn.id = F_CYCLE;
+		fn->fn.self = o;
+		return fn;
+	}
+#undef A
+	return &V_undef;
+}
+
 static val *getattr_(jx *J, val *o, const char *name, size_t n) {
+	if (o->t == V_LOOP) return loop_attr(J, o, name, n);
 	if (o->t == V_DICT || o->t == V_NS) {
 		dent *e = dfind(J, o, name, n);
 		if (e) return e->v;
@@ -1560,6 +1589,7 @@ static val *getattr_(jx *J, val *o, const char *name, size_t n) {
 }
 
 static val *getitem(jx *J, val *o, val *k, int line) {
+	if (o->t == V_LOOP && k->t == V_STR) return loop_attr(J, o, k->s.p, k->s.n);
 	if (o->t == V_DICT || o->t == V_NS) {
 		if (k->t == V_STR) return getattr_(J, o, k->s.p, k->s.n);
 		val *ks = vstr(J, k); /* JSON keys are strings: d[1] finds "1" */
@@ -2288,7 +2318,7 @@ static val *call_func(jx *J, val *fn, args *a) {
 	}
 	case F_CYCLE:
 		if (!a->np) jfail(J, MS_EFORMAT, line, "loop.cycle needs arguments");
-		return a->pos[(size_t)fn->fn.self->i % a->np];
+		return a->pos[fn->fn.self->lp.i % a->np];
 	case F_METHOD: {
 		int found;
 		val *r = call_method(J, fn->fn.self, fn->fn.name, a, &found);
@@ -2319,11 +2349,13 @@ static val *call_macro(jx *J, val *mac, args *a) {
 }
 
 static void assign(jx *J, frame *f, node *target, val *v, int line) {
-	if (target->k == E_NAME) { dsetc(J, f->vars, target->name, v); return; }
+	/* the target's name as a string value is made once and kept in the node */
+	if ((target->k == E_NAME || target->k == E_ATTR) && !target->lit) target->lit = mkcstr(J, target->name);
+	if (target->k == E_NAME) { dset(J, f->vars, target->lit, v); return; }
 	if (target->k == E_ATTR) {
 		val *o = eval(J, f, target->a);
 		if (o->t != V_NS) jfail(J, MS_EFORMAT, line, "can only assign attributes of a namespace");
-		dsetc(J, o, target->name, v);
+		dset(J, o, target->lit, v);
 		return;
 	}
 	if (target->k == E_TUPLE) {
@@ -2489,26 +2521,16 @@ static int exec_for(jx *J, frame *f, node *n, ms_buf *out) {
 		items = kept;
 	}
 	size_t len = items->l.n;
-	static const char *const loop_keys[] = {"index", "index0", "revindex", "revindex0", "first", "last", "length",
-	                                        "previtem", "nextitem", "depth", "depth0", "cycle"};
-	val *keys[MS_ARRAY_LEN(loop_keys)];
-	for (size_t k = 0; k < MS_ARRAY_LEN(loop_keys); k++) keys[k] = mkcstr(J, loop_keys[k]);
-	val *lenv = mkint(J, (long long)len), *one = mkint(J, 1), *zero = mkint(J, 0);
+	/* one frame for the body, emptied per iteration: names set in an iteration do not leak */
+	frame *lf = push_frame(J, f);
+	val *loopkey = mkcstr(J, "loop");
 	for (size_t i = 0; i < len; i++) {
 		step(J, 1, n->line);
-		frame *lf = push_frame(J, f);
-		/* loop.* in a fresh dict per iteration (a body may keep a reference), with shared keys */
-		val *loop = mkv(J, V_DICT);
-		loop->d.cap = loop->d.n = MS_ARRAY_LEN(loop_keys);
-		loop->d.e = jalloc(J, loop->d.cap * sizeof(dent));
-		val *cyc = mkv(J, V_FUNC);
-		cyc->fn.id = F_CYCLE;
-		cyc->fn.self = mkint(J, (long long)i);
-		val *vals[] = {mkint(J, (long long)i + 1), cyc->fn.self, mkint(J, (long long)(len - i)),
-		               mkint(J, (long long)(len - i - 1)), mkbool(i == 0), mkbool(i + 1 == len), lenv,
-		               i ? items->l.v[i - 1] : &V_undef, i + 1 < len ? items->l.v[i + 1] : &V_undef, one, zero, cyc};
-		for (size_t k = 0; k < MS_ARRAY_LEN(loop_keys); k++) loop->d.e[k] = (dent){keys[k], vals[k]};
-		dsetc(J, lf->vars, "loop", loop);
+		lf->vars->d.n = 0;
+		val *loop = mkv(J, V_LOOP); /* fresh: a body may keep a reference */
+		loop->lp.items = items;
+		loop->lp.i = i;
+		dset(J, lf->vars, loopkey, loop);
 		assign(J, lf, n->a, items->l.v[i], n->line);
 		int r = exec(J, lf, body, out);
 		if (r == X_BREAK) break;
@@ -2582,7 +2604,7 @@ void ms_jinja_opts_default(ms_jinja_opts *o) {
 	o->trim_blocks = 1;
 	o->lstrip_blocks = 1;
 	o->max_output = 16u << 20;
-	o->max_memory = 256u << 20;
+	o->max_memory = 128u << 20;
 	o->max_steps = 20000000;
 	o->max_depth = 64;
 }
