@@ -35,8 +35,19 @@ LLHTTP_DIR := /usr/share/llhttp
 LLHTTP_INC := /usr/share/include/llhttp
 
 CC ?= cc
+# `make VERBOSE=1` prints the full commands
+ifeq ($(VERBOSE),1)
+  Q :=
+  say = @true
+else
+  Q := @
+  say = @printf '  %-6s %s\n' $(1) $(2)
+endif
+# the directory the sources are in: the binaries look for web/ and config/ beside bin/,
+# then here (so build/asan/bin finds them too)
+SRC_DIR := $(CURDIR)
 WARN := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow=local -Wvla
-CFLAGS_COMMON := -std=gnu11 -D_GNU_SOURCE -I. -Icommon -I$(LLHTTP_INC) $(PKG_CFLAGS) $(EXTRA_CFLAGS)
+CFLAGS_COMMON := -std=gnu11 -D_GNU_SOURCE -DMS_SOURCE_DIR='"$(SRC_DIR)"' -I. -Icommon -I$(LLHTTP_INC) $(PKG_CFLAGS) $(EXTRA_CFLAGS)
 
 COMMON_SRC := $(wildcard common/*.c)
 SANDBOX_SRC := $(filter-out %_main.c,$(wildcard sandbox/*.c))
@@ -80,46 +91,53 @@ clean:
 
 $(OUT)/obj/runtime/%.o: runtime/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_COMMON) $(WARN) $(ROPT) -MMD -MP -c $< -o $@
+	$(call say,CC,$<)
+	$(Q)$(CC) $(CFLAGS_COMMON) $(WARN) $(ROPT) -MMD -MP -c $< -o $@
 
 $(OUT)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_COMMON) $(WARN) $(OPT) -MMD -MP -c $< -o $@
+	$(call say,CC,$<)
+	$(Q)$(CC) $(CFLAGS_COMMON) $(WARN) $(OPT) -MMD -MP -c $< -o $@
 
 # llhttp's generated C: compiled in, warnings off (not our source)
 $(OUT)/obj/llhttp/%.o: $(LLHTTP_DIR)/%.c
 	@mkdir -p $(dir $@)
-	$(CC) -std=gnu11 -I$(LLHTTP_INC) $(OPT) -w -c $< -o $@
+	$(call say,CC,$<)
+	$(Q)$(CC) -std=gnu11 -I$(LLHTTP_INC) $(OPT) -w -c $< -o $@
 
 $(OUT)/libmoonspace.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
-	rm -f $@ && ar rcs $@ $^
+	$(call say,AR,$@)
+	$(Q)rm -f $@ && ar rcs $@ $^
 
-# whole archive: main.c names the subcommands through weak references, which alone never
-# pull an archive member into the link
 $(BIN)/moonspace: $(call obj,host/main.c) $(OUT)/libmoonspace.a
 	@mkdir -p $(dir $@)
-	$(CC) $(LDOPT) -o $@ $(call obj,host/main.c) -Wl,--whole-archive $(OUT)/libmoonspace.a -Wl,--no-whole-archive $(PKG_LIBS)
+	$(call say,LD,$@)
+	$(Q)$(CC) $(LDOPT) -o $@ $^ $(PKG_LIBS)
 
 $(BIN)/moonspace-appworker: $(call obj,sandbox/appworker_main.c) $(OUT)/libmoonspace.a
 	@mkdir -p $(dir $@)
-	$(CC) $(LDOPT) -o $@ $^ $(PKG_LIBS)
+	$(call say,LD,$@)
+	$(Q)$(CC) $(LDOPT) -o $@ $^ $(PKG_LIBS)
 
 $(BIN)/moonspace-modelworker: $(call obj,runtime/modelworker_main.c) $(OUT)/libmoonspace.a
 	@mkdir -p $(dir $@)
-	$(CC) $(LDOPT) -o $@ $^ $(PKG_LIBS)
+	$(call say,LD,$@)
+	$(Q)$(CC) $(LDOPT) -o $@ $^ $(PKG_LIBS)
 
 define test_rule
 $(BIN)/tests/$(notdir $(basename $(1))): $(call obj,$(1)) $(OUT)/libmoonspace.a
 	@mkdir -p $$(dir $$@)
-	$$(CC) $$(LDOPT) -o $$@ $$^ $$(PKG_LIBS)
+	$$(call say,LD,$$@)
+	$$(Q)$$(CC) $$(LDOPT) -o $$@ $$^ $$(PKG_LIBS)
 endef
 $(foreach s,$(TEST_SRC) $(TOOL_SRC),$(eval $(call test_rule,$(s))))
 
 define bench_rule
 $(BIN)/bench/$(patsubst %_bench,%,$(notdir $(basename $(1)))): $(call obj,$(1)) $(OUT)/libmoonspace.a
 	@mkdir -p $$(dir $$@)
-	$$(CC) $$(LDOPT) -o $$@ $$^ $$(PKG_LIBS)
+	$$(call say,LD,$$@)
+	$$(Q)$$(CC) $$(LDOPT) -o $$@ $$^ $$(PKG_LIBS)
 endef
 $(foreach s,$(BENCH_SRC),$(eval $(call bench_rule,$(s))))
 

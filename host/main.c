@@ -2,15 +2,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "host/host.h"
 #include "runtime/cli.h"
-
-/* Weak so that a tree where a module has not landed yet still links; the command then
- * says it is not built. */
-#pragma weak ms_cli_generate
-#pragma weak ms_cli_tokenize
-#pragma weak ms_cli_embed
-#pragma weak ms_cli_classify
-#pragma weak ms_cli_chat_template
 
 typedef int (*cmd_fn)(int argc, char **argv);
 struct command { const char *name; cmd_fn fn; const char *summary; };
@@ -18,6 +11,8 @@ struct command { const char *name; cmd_fn fn; const char *summary; };
 static int usage(FILE *f);
 
 static const struct command commands[] = {
+	{"serve", ms_serve_main, "serve the apps, their APIs and the web gallery"},
+	{"token", ms_token_main, "add, list or remove access tokens"},
 	{"generate", ms_cli_generate, "generate text with a causal LM checkpoint"},
 	{"tokenize", ms_cli_tokenize, "print token ids (or --decode ids) with a checkpoint's tokenizer"},
 	{"embed", ms_cli_embed, "print a sentence embedding as a JSON array"},

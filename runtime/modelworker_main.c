@@ -1,2 +1,426 @@
-/* placeholder until the model worker lands */
-int main(void) { return 0; }
+/* runtime/modelworker_main.c: bin/moonspace-modelworker, one loaded checkpoint serving
+ * many requests at once ("Host ⇄ model worker protocol" in sandbox/PROTOCOL.md).
+ *
+ * Two threads. The reader blocks on the socket and queues every frame; a `cancel` also
+ * raises the request's flag and the batch flag at once, so the forward pass in progress
+ * stops within one layer. The main thread owns the model: it takes queued requests
+ * (tokenize, prefill, answer the quick ops), then runs one batched decode step for every
+ * generation in flight (weights are read once per step for all of them), streams pieces
+ * and finishes what is done.
+ *
+ * Extension for callers without a tokenizer (and tests): generate accepts
+ * "prompt_ids":[...] instead of "prompt"; it then streams no pieces and its result is the
+ * array of generated ids.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "runtime/model.h"
+#include "runtime/tokenizer.h"
+#include "sandbox/frame.h"
+
+#if !__has_include("runtime/tokenizer.c") /* not landed yet: link anyway, fail at run time */
+#pragma weak ms_tokenizer_encode
+#pragma weak ms_tokenizer_decode
+#define TOK_LINKED(f) ((f) != NULL)
+#else
+#define TOK_LINKED(f) 1
+#endif
+
+#define MAX_REQS 256
+#define MAX_STOPS 8
+
+typedef struct req {
+	json_int_t id;
+	ms_gen *g;
+	atomic_int cancel;
+	int ids_mode;
+	ms_buf text;
+	char *stops[MAX_STOPS + 1];
+} req;
+
+typedef struct msg_node {
+	json_t *msg;
+	struct msg_node *next;
+} msg_node;
+
+static int sock_fd = 3;
+static ms_model *model;
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+static msg_node *q_head, *q_tail;
+static int reader_eof;
+static req *active[MAX_REQS]; /* guarded by mu for the reader's cancel lookups */
+static int n_active;
+static atomic_int batch_cancel;
+
+static void send_json(json_t *m) {
+	if (ms_frame_write_json_fd(sock_fd, m) != 0) {
+		/* the host is gone: nothing left to serve */
+		_exit(0);
+	}
+	json_decref(m);
+}
+
+static void send_error(json_int_t id, const char *message) {
+	send_json(json_pack("{s:s, s:I, s:s}", "t", "error", "req", id, "message", message));
+}
+
+static void *reader_main(void *arg) {
+	for (;;) {
+		json_t *m = NULL;
+		int rc = ms_frame_read_json_fd(sock_fd, &m, MS_FRAME_MAX_DEFAULT);
+		pthread_mutex_lock(&mu);
+		if (rc != 0) {
+			reader_eof = 1;
+			atomic_store(&batch_cancel, 1);
+			pthread_cond_signal(&cv);
+			pthread_mutex_unlock(&mu);
+			return NULL;
+		}
+		const char *t = json_string_value(json_object_get(m, "t"));
+		if (t && strcmp(t, "cancel") == 0) {
+			json_int_t id = json_integer_value(json_object_get(m, "req"));
+			for (int i = 0; i < n_active; i++)
+				if (active[i]->id == id) {
+					atomic_store(&active[i]->cancel, 1);
+					atomic_store(&batch_cancel, 1);
+				}
+		}
+		msg_node *n = malloc(sizeof *n);
+		if (n) {
+			*n = (msg_node){m, NULL};
+			if (q_tail) q_tail->next = n;
+			else q_head = n;
+			q_tail = n;
+		} else {
+			json_decref(m);
+		}
+		pthread_cond_signal(&cv);
+		pthread_mutex_unlock(&mu);
+	}
+}
+
+static int on_piece(void *ud, const char *text, size_t len) {
+	req *r = ud;
+	ms_buf_append(&r->text, text, len);
+	json_t *m = json_pack("{s:s, s:I, s:s%}", "t", "piece", "req", r->id, "text", text, len);
+	if (m) send_json(m);
+	return 0;
+}
+
+static void req_free(req *r) {
+	ms_gen_free(r->g);
+	ms_buf_free(&r->text);
+	for (int i = 0; r->stops[i]; i++) free(r->stops[i]);
+	free(r);
+}
+
+static double num(json_t *args, const char *key, double def) {
+	json_t *v = json_object_get(args, key);
+	return json_is_number(v) ? json_number_value(v) : def;
+}
+
+static void start_generate(json_int_t id, json_t *args) {
+	if (!json_is_object(args)) return send_error(id, "generate: args must be an object");
+	if (n_active >= MAX_REQS) return send_error(id, "busy: too many requests in flight");
+	req *r = calloc(1, sizeof *r);
+	if (!r) return send_error(id, "out of memory");
+	r->id = id;
+	ms_buf_init(&r->text);
+	ms_gen_opts o;
+	ms_gen_opts_init(&o);
+	o.max_new_tokens = (int)num(args, "max_new_tokens", 128);
+	o.temperature = (float)num(args, "temperature", 1.0);
+	o.top_p = (float)num(args, "top_p", 1.0);
+	o.top_k = (int)num(args, "top_k", 0);
+	o.repetition_penalty = (float)num(args, "repetition_penalty", 1.0);
+	o.seed = json_is_integer(json_object_get(args, "seed")) ? (uint64_t)json_integer_value(json_object_get(args, "seed")) : 0;
+	o.cancel = &r->cancel;
+	if (o.max_new_tokens < 0 || o.max_new_tokens > 1 << 20 || !(o.temperature >= 0) || !(o.top_p >= 0 && o.top_p <= 1) ||
+	    o.top_k < 0 || !(o.repetition_penalty > 0)) {
+		req_free(r);
+		return send_error(id, "generate: option out of range");
+	}
+	json_t *stop = json_object_get(args, "stop");
+	for (size_t i = 0; json_is_array(stop) && i < json_array_size(stop) && i < MAX_STOPS; i++)
+		if (json_is_string(json_array_get(stop, i)))
+			r->stops[i] = strdup(json_string_value(json_array_get(stop, i)));
+	o.stop = (const char *const *)r->stops;
+	int32_t *ids = NULL;
+	size_t n = 0;
+	char err[512] = "";
+	int rc;
+	json_t *pids = json_object_get(args, "prompt_ids");
+	const char *prompt = json_string_value(json_object_get(args, "prompt"));
+	if (json_is_array(pids) && json_array_size(pids) > 0) {
+		r->ids_mode = 1;
+		n = json_array_size(pids);
+		ids = malloc(n * sizeof *ids);
+		for (size_t i = 0; ids && i < n; i++) ids[i] = (int32_t)json_integer_value(json_array_get(pids, i));
+		rc = ids ? 0 : MS_ENOMEM;
+	} else if (prompt) {
+		rc = ms_model_encode_prompt(model, prompt, 1, &ids, &n, err, sizeof err);
+	} else {
+		rc = ms_errf(err, sizeof err, MS_EINVAL, "generate: prompt missing");
+	}
+	if (rc == 0) rc = ms_gen_new(model, ids, n, &o, NULL, r->ids_mode ? NULL : on_piece, r, &r->g);
+	free(ids);
+	if (rc == 0) {
+		pthread_mutex_lock(&mu);
+		active[n_active++] = r;
+		pthread_mutex_unlock(&mu);
+		ms_gen_prefill(r->g); /* outcome checked with the others after the step */
+		return;
+	}
+	if (!err[0]) snprintf(err, sizeof err, "generate: %s", ms_strerror(rc));
+	req_free(r);
+	send_error(id, err);
+}
+
+/* Sends the outcome of every finished or cancelled request and drops it. */
+static void reap(void) {
+	for (int i = 0; i < n_active;) {
+		req *r = active[i];
+		int cancelled = atomic_load(&r->cancel);
+		if (!cancelled && !ms_gen_done(r->g)) {
+			i++;
+			continue;
+		}
+		if (cancelled == 2) {
+			/* already answered */
+		} else if (cancelled || ms_gen_error(r->g) == MS_ECANCELED) {
+			send_error(r->id, "cancelled");
+		} else if (ms_gen_error(r->g) != 0) {
+			send_error(r->id, ms_strerror(ms_gen_error(r->g)));
+		} else if (r->ids_mode) {
+			size_t n;
+			const int32_t *ids = ms_gen_ids(r->g, &n);
+			json_t *a = json_array();
+			for (size_t k = 0; k < n; k++) json_array_append_new(a, json_integer(ids[k]));
+			send_json(json_pack("{s:s, s:I, s:o}", "t", "result", "req", r->id, "result", a));
+		} else {
+			send_json(json_pack("{s:s, s:I, s:s%}", "t", "result", "req", r->id, "result", r->text.data ? r->text.data : "",
+					    r->text.len));
+		}
+		pthread_mutex_lock(&mu);
+		active[i] = active[--n_active];
+		pthread_mutex_unlock(&mu);
+		req_free(r);
+	}
+}
+
+static int text_ids(json_t *args, int32_t **ids, size_t *n, char *err, size_t errlen) {
+	const char *text = json_string_value(json_object_get(args, "text"));
+	if (!text) return ms_errf(err, errlen, MS_EINVAL, "text missing");
+	json_t *sp = json_object_get(args, "special");
+	int special = json_is_boolean(sp) ? json_is_true(sp) : 1;
+	if (!ms_model_tokenizer(model) || !TOK_LINKED(ms_tokenizer_encode))
+		return ms_errf(err, errlen, MS_EUNSUPPORTED, "this checkpoint has no tokenizer");
+	int rc = ms_tokenizer_encode(ms_model_tokenizer(model), text, strlen(text), special, ids, n);
+	return rc ? ms_errf(err, errlen, rc, "tokenize: %s", ms_strerror(rc)) : 0;
+}
+
+static void quick_op(json_int_t id, const char *op, json_t *args) {
+	char err[512] = "";
+	int32_t *ids = NULL;
+	size_t n = 0;
+	json_t *result = NULL;
+	const ms_config *c = ms_model_config(model);
+	int rc;
+	if (!json_is_object(args)) {
+		rc = ms_errf(err, sizeof err, MS_EINVAL, "%s: args must be an object", op);
+	} else if (strcmp(op, "tokenize") == 0) {
+		if ((rc = text_ids(args, &ids, &n, err, sizeof err)) == 0) {
+			result = json_array();
+			for (size_t i = 0; i < n; i++) json_array_append_new(result, json_integer(ids[i]));
+		}
+	} else if (strcmp(op, "detokenize") == 0) {
+		json_t *a = json_object_get(args, "ids");
+		rc = json_is_array(a) ? 0 : ms_errf(err, sizeof err, MS_EINVAL, "detokenize: ids missing");
+		if (rc == 0 && (!ms_model_tokenizer(model) || !TOK_LINKED(ms_tokenizer_decode)))
+			rc = ms_errf(err, sizeof err, MS_EUNSUPPORTED, "this checkpoint has no tokenizer");
+		if (rc == 0) {
+			n = json_array_size(a);
+			ids = malloc((n + 1) * sizeof *ids);
+			for (size_t i = 0; ids && i < n; i++) ids[i] = (int32_t)json_integer_value(json_array_get(a, i));
+			char *text = NULL;
+			rc = ids ? ms_tokenizer_decode(ms_model_tokenizer(model), ids, n, 1, &text) : MS_ENOMEM;
+			if (rc == 0) result = json_string(text ? text : "");
+			else ms_errf(err, sizeof err, rc, "detokenize: %s", ms_strerror(rc));
+			free(text);
+		}
+	} else if (strcmp(op, "classify") == 0) {
+		if ((rc = text_ids(args, &ids, &n, err, sizeof err)) == 0) {
+			ms_label_score *ls;
+			size_t nl;
+			if (n > (size_t)c->max_pos) n = (size_t)c->max_pos;
+			if ((rc = ms_model_classify_ids(model, ids, n, &ls, &nl)) == 0) {
+				result = json_array();
+				for (size_t i = 0; i < nl; i++)
+					json_array_append_new(result, json_pack("{s:s, s:f}", "label", ls[i].label, "score", (double)ls[i].score));
+				free(ls);
+			} else {
+				ms_errf(err, sizeof err, rc, "classify: %s", ms_strerror(rc));
+			}
+		}
+	} else if (strcmp(op, "embed") == 0) {
+		if ((rc = text_ids(args, &ids, &n, err, sizeof err)) == 0) {
+			json_t *nv = json_object_get(args, "normalize");
+			int normalize = json_is_boolean(nv) ? json_is_true(nv) : 1;
+			if (n > (size_t)c->max_pos) n = (size_t)c->max_pos;
+			float *hidden = malloc(n * c->dim * sizeof *hidden), *vec = malloc((size_t)c->dim * sizeof *vec);
+			rc = hidden && vec ? (normalize ? ms_model_embed_ids(model, ids, n, vec)
+							: ms_model_encode(model, ids, NULL, n, hidden, NULL, NULL))
+					   : MS_ENOMEM;
+			if (rc == 0) {
+				result = json_array();
+				for (int e = 0; e < c->dim; e++) {
+					double v = vec[e];
+					if (!normalize) {
+						double s = 0;
+						for (size_t i = 0; i < n; i++) s += hidden[i * c->dim + e];
+						v = s / (double)n;
+					}
+					json_array_append_new(result, json_real(v));
+				}
+			} else {
+				ms_errf(err, sizeof err, rc, "embed: %s", ms_strerror(rc));
+			}
+			free(hidden);
+			free(vec);
+		}
+	} else {
+		rc = ms_errf(err, sizeof err, MS_EUNSUPPORTED, "op '%s' not supported by this model worker", op);
+	}
+	free(ids);
+	if (rc == 0) send_json(json_pack("{s:s, s:I, s:o}", "t", "result", "req", id, "result", result));
+	else send_error(id, err);
+}
+
+static void handle(json_t *m) {
+	const char *t = json_string_value(json_object_get(m, "t"));
+	json_t *idv = json_object_get(m, "req");
+	if (!t || !json_is_integer(idv)) {
+		fprintf(stderr, "moonspace-modelworker: ignoring a frame without t/req\n");
+		return;
+	}
+	json_int_t id = json_integer_value(idv);
+	if (strcmp(t, "cancel") == 0) {
+		/* the reader raised the flag if the request was in flight; it may have read the
+		 * cancel before this thread started the request, so look again in order */
+		for (int i = 0; i < n_active; i++)
+			if (active[i]->id == id) atomic_store(&active[i]->cancel, 1);
+		return;
+	}
+	if (strcmp(t, "req") != 0) {
+		fprintf(stderr, "moonspace-modelworker: ignoring frame type '%s'\n", t);
+		return;
+	}
+	const char *op = json_string_value(json_object_get(m, "op"));
+	json_t *args = json_object_get(m, "args");
+	if (!op) return send_error(id, "op missing");
+	if (strcmp(op, "generate") == 0) start_generate(id, args);
+	else quick_op(id, op, args);
+}
+
+static const char *arch_short(ms_arch a) {
+	switch (a) {
+	case MS_ARCH_LLAMA: return "llama";
+	case MS_ARCH_GPT2: return "gpt2";
+	case MS_ARCH_BERT: case MS_ARCH_BERT_CLS: return "bert";
+	case MS_ARCH_DISTILBERT: return "distilbert";
+	default: return "unknown";
+	}
+}
+
+static int init(void) {
+	json_t *m = NULL;
+	if (ms_frame_read_json_fd(sock_fd, &m, MS_FRAME_MAX_DEFAULT) != 0) return 1;
+	const char *t = json_string_value(json_object_get(m, "t"));
+	const char *path = json_string_value(json_object_get(m, "path"));
+	json_t *th = json_object_get(m, "threads");
+	char err[1024] = "";
+	int rc = MS_EPROTO;
+	if (t && strcmp(t, "init") == 0 && path) {
+		ms_model_opts o = {json_is_integer(th) ? (int)json_integer_value(th) : 1};
+		rc = ms_model_load(path, &o, &model, err, sizeof err);
+	} else {
+		snprintf(err, sizeof err, "expected {\"t\":\"init\",\"path\":...}");
+	}
+	json_decref(m);
+	if (rc != 0) {
+		send_json(json_pack("{s:s, s:s}", "t", "init_error", "message", err[0] ? err : ms_strerror(rc)));
+		return 1;
+	}
+	const ms_config *c = ms_model_config(model);
+	json_t *tasks = json_array();
+	int causal = c->arch == MS_ARCH_LLAMA || c->arch == MS_ARCH_GPT2;
+	if (causal) json_array_append_new(tasks, json_string("generate"));
+	if (c->has_classifier) json_array_append_new(tasks, json_string("classify"));
+	if (!causal) json_array_append_new(tasks, json_string("embed"));
+	if (ms_model_tokenizer(model)) {
+		json_array_append_new(tasks, json_string("tokenize"));
+		json_array_append_new(tasks, json_string("detokenize"));
+	}
+	send_json(json_pack("{s:s, s:s, s:o, s:b}", "t", "ready", "arch", arch_short(c->arch), "tasks", tasks,
+			    "chat_template", 0));
+	return 0;
+}
+
+int main(int argc, char **argv) {
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--fd") && i + 1 < argc) {
+			sock_fd = atoi(argv[++i]);
+		} else {
+			fprintf(stderr, "usage: moonspace-modelworker --fd N\n");
+			return 2;
+		}
+	}
+	if (init() != 0) {
+		ms_model_free(model);
+		return 1;
+	}
+	pthread_t reader;
+	if (pthread_create(&reader, NULL, reader_main, NULL) != 0) return 1;
+	ms_gen **gens = malloc(MAX_REQS * sizeof *gens);
+	for (;;) {
+		pthread_mutex_lock(&mu);
+		while (!q_head && !reader_eof && n_active == 0) pthread_cond_wait(&cv, &mu);
+		msg_node *batch = q_head;
+		q_head = q_tail = NULL;
+		int eof = reader_eof;
+		pthread_mutex_unlock(&mu);
+		while (batch) {
+			msg_node *next = batch->next;
+			handle(batch->msg);
+			json_decref(batch->msg);
+			free(batch);
+			batch = next;
+		}
+		if (eof) break;
+		atomic_store(&batch_cancel, 0);
+		reap();
+		int k = 0;
+		for (int i = 0; i < n_active; i++) gens[k++] = active[i]->g;
+		int rc = k > 0 ? ms_gen_step_batch(gens, (size_t)k, &batch_cancel) : 0;
+		if (rc != 0 && rc != MS_ECANCELED) /* e.g. out of memory: fail everything in flight */
+			for (int i = 0; i < n_active; i++) {
+				send_error(active[i]->id, ms_strerror(rc));
+				atomic_store(&active[i]->cancel, 2);
+			}
+		reap();
+	}
+	/* the host closed the socket: drop everything and exit */
+	for (int i = 0; i < n_active; i++) req_free(active[i]);
+	free(gens);
+	pthread_join(reader, NULL);
+	ms_model_free(model);
+	return 0;
+}

@@ -50,16 +50,20 @@ const char *ms_tokenizer_chat_template(const ms_tokenizer *tok);
 
 /* Streaming decode for generation: feed generated ids one at a time; each call appends to
  * out the text that is now final (whole UTF-8 characters only, never a split one), as
- * transformers' TextStreamer does. ms_tokenizer_stream_finish flushes the rest (an
- * incomplete tail becomes U+FFFD). */
+ * transformers' TextStreamer does. ms_detok_stream_finish flushes the rest (an
+ * incomplete tail becomes U+FFFD). Only a short window of ids is decoded per call. */
 typedef struct ms_detok_stream {
 	const ms_tokenizer *tok;
 	int skip_special;
 	int32_t *ids;
 	size_t n, cap;
 	size_t emitted; /* bytes of the decoded text already handed out */
+	size_t prefix, read; /* window: ids[prefix..read) is context already shown */
 } ms_detok_stream;
 void ms_detok_stream_init(ms_detok_stream *s, const ms_tokenizer *tok, int skip_special);
+/* Feeds context that is not to be printed (e.g. the prompt's ids), so that the first
+ * generated token decodes as it would in the full text (its leading space kept). */
+int ms_detok_stream_prime(ms_detok_stream *s, const int32_t *ids, size_t n);
 int ms_detok_stream_push(ms_detok_stream *s, int32_t id, ms_buf *out);
 int ms_detok_stream_finish(ms_detok_stream *s, ms_buf *out);
 void ms_detok_stream_free(ms_detok_stream *s);

@@ -1,0 +1,232 @@
+/* bench/runtime/runtime_bench.c: bin/bench/runtime, the runtime's speed benchmark.
+ *
+ * Writes random-weight Llama checkpoints in Hugging Face layout (config.json +
+ * model.safetensors, F32) at real shapes, then for each shape and thread count reports
+ * prompt-processing and generation tokens/s and resident memory. A vectorised read-only
+ * bandwidth probe in the same run (best of 5) gives the memory-bandwidth bound:
+ * bandwidth / weight bytes read per generated token. Random weights: compare speed only.
+ *
+ *   bin/bench/runtime [--shapes 15M,110M,1.1B] [--threads 1,2] [--prompt N] [--gen N] [--dir D]
+ */
+#include <immintrin.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "runtime/kernels.h"
+#include "runtime/model.h"
+
+typedef struct {
+	const char *name;
+	int dim, hidden, layers, heads, kv_heads, vocab;
+	int tied;
+} shape;
+
+static const shape shapes[] = {
+	{"15M", 288, 768, 6, 6, 6, 32000, 1},
+	{"110M", 768, 2048, 12, 12, 12, 32000, 1},
+	{"1.1B", 2048, 5632, 22, 32, 4, 32000, 0},
+};
+
+static uint64_t rng = 0x243f6a8885a308d3ull;
+static float frand(void) {
+	rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+	return ((float)(rng >> 40) / 16777216.0f - 0.5f) * 0.1f;
+}
+
+typedef struct { char name[96]; int64_t d0, d1; } tdesc;
+
+static int write_checkpoint(const shape *s, const char *dir) {
+	char path[4096];
+	mkdir(dir, 0755);
+	snprintf(path, sizeof path, "%s/config.json", dir);
+	FILE *f = fopen(path, "w");
+	if (!f) return -1;
+	fprintf(f,
+		"{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", \"hidden_size\": %d, "
+		"\"intermediate_size\": %d, \"num_hidden_layers\": %d, \"num_attention_heads\": %d, "
+		"\"num_key_value_heads\": %d, \"vocab_size\": %d, \"max_position_embeddings\": 2048, "
+		"\"rms_norm_eps\": 1e-05, \"rope_theta\": 10000.0, \"tie_word_embeddings\": %s, "
+		"\"bos_token_id\": 1, \"eos_token_id\": 2, \"hidden_act\": \"silu\"}\n",
+		s->dim, s->hidden, s->layers, s->heads, s->kv_heads, s->vocab, s->tied ? "true" : "false");
+	fclose(f);
+	int kv = s->dim / s->heads * s->kv_heads, n = 0;
+	tdesc *t = calloc((size_t)s->layers * 9 + 3, sizeof *t);
+	snprintf(t[n].name, sizeof t[n].name, "model.embed_tokens.weight"), t[n].d0 = s->vocab, t[n++].d1 = s->dim;
+	snprintf(t[n].name, sizeof t[n].name, "model.norm.weight"), t[n].d0 = s->dim, t[n++].d1 = 0;
+	if (!s->tied) snprintf(t[n].name, sizeof t[n].name, "lm_head.weight"), t[n].d0 = s->vocab, t[n++].d1 = s->dim;
+	for (int l = 0; l < s->layers; l++) {
+		struct { const char *k; int64_t a, b; } L[] = {
+			{"input_layernorm.weight", s->dim, 0}, {"post_attention_layernorm.weight", s->dim, 0},
+			{"self_attn.q_proj.weight", s->dim, s->dim}, {"self_attn.k_proj.weight", kv, s->dim},
+			{"self_attn.v_proj.weight", kv, s->dim}, {"self_attn.o_proj.weight", s->dim, s->dim},
+			{"mlp.gate_proj.weight", s->hidden, s->dim}, {"mlp.up_proj.weight", s->hidden, s->dim},
+			{"mlp.down_proj.weight", s->dim, s->hidden},
+		};
+		for (int i = 0; i < 9; i++) {
+			snprintf(t[n].name, sizeof t[n].name, "model.layers.%d.%s", l, L[i].k);
+			t[n].d0 = L[i].a, t[n++].d1 = L[i].b;
+		}
+	}
+	/* header: offsets in order, padded to 8 bytes so the data area stays aligned */
+	size_t cap = 256 + (size_t)n * 160, hl = 0, off = 0;
+	char *h = malloc(cap);
+	hl += (size_t)snprintf(h + hl, cap - hl, "{");
+	for (int i = 0; i < n; i++) {
+		size_t bytes = (size_t)t[i].d0 * (t[i].d1 ? (size_t)t[i].d1 : 1) * 4;
+		if (t[i].d1)
+			hl += (size_t)snprintf(h + hl, cap - hl, "%s\"%s\":{\"dtype\":\"F32\",\"shape\":[%lld,%lld],\"data_offsets\":[%zu,%zu]}",
+					       i ? "," : "", t[i].name, (long long)t[i].d0, (long long)t[i].d1, off, off + bytes);
+		else
+			hl += (size_t)snprintf(h + hl, cap - hl, "%s\"%s\":{\"dtype\":\"F32\",\"shape\":[%lld],\"data_offsets\":[%zu,%zu]}",
+					       i ? "," : "", t[i].name, (long long)t[i].d0, off, off + bytes);
+		off += bytes;
+	}
+	hl += (size_t)snprintf(h + hl, cap - hl, "}");
+	while (hl % 8) h[hl++] = ' ';
+	snprintf(path, sizeof path, "%s/model.safetensors", dir);
+	f = fopen(path, "wb");
+	if (!f) return -1;
+	uint8_t len8[8];
+	for (int i = 0; i < 8; i++) len8[i] = (uint8_t)((uint64_t)hl >> (8 * i));
+	fwrite(len8, 1, 8, f);
+	fwrite(h, 1, hl, f);
+	float *buf = malloc(1 << 22);
+	for (int i = 0; i < n; i++) {
+		size_t cnt = (size_t)t[i].d0 * (t[i].d1 ? (size_t)t[i].d1 : 1);
+		int is_norm = t[i].d1 == 0;
+		while (cnt) {
+			size_t c = cnt < (1 << 20) ? cnt : (1 << 20);
+			for (size_t k = 0; k < c; k++) buf[k] = is_norm ? 1.0f : frand();
+			fwrite(buf, 4, c, f);
+			cnt -= c;
+		}
+	}
+	free(buf);
+	free(h);
+	free(t);
+	return fclose(f);
+}
+
+/* ---- bandwidth probe: sum a buffer much larger than the caches, split across the pool ---- */
+typedef struct { const float *p; size_t n; double sums[64]; } bw_job;
+
+__attribute__((target("avx2"))) static void bw_task(void *ctx, int t, int nt) {
+	bw_job *j = ctx;
+	size_t a = j->n * (size_t)t / (size_t)nt, b = j->n * (size_t)(t + 1) / (size_t)nt;
+	a &= ~(size_t)31, b &= ~(size_t)31;
+	__m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+	for (size_t i = a; i < b; i += 32) {
+		s0 = _mm256_add_ps(s0, _mm256_load_ps(j->p + i));
+		s1 = _mm256_add_ps(s1, _mm256_load_ps(j->p + i + 8));
+		s2 = _mm256_add_ps(s2, _mm256_load_ps(j->p + i + 16));
+		s3 = _mm256_add_ps(s3, _mm256_load_ps(j->p + i + 24));
+	}
+	float o[8];
+	_mm256_storeu_ps(o, _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+	j->sums[t] = o[0] + o[1] + o[2] + o[3] + o[4] + o[5] + o[6] + o[7];
+}
+
+static double bandwidth_gbs(int threads) {
+	size_t bytes = (size_t)512 << 20;
+	float *p = aligned_alloc(64, bytes);
+	if (!p) return 0;
+	memset(p, 0, bytes);
+	ms_pool pool;
+	ms_pool_init(&pool, threads);
+	bw_job j = {p, bytes / 4, {0}};
+	double best = 0;
+	for (int r = 0; r < 5; r++) {
+		double t0 = ms_now_ms();
+		ms_pool_run(&pool, bw_task, &j);
+		double s = (ms_now_ms() - t0) / 1000.0;
+		if (bytes / s / 1e9 > best) best = bytes / s / 1e9;
+	}
+	ms_pool_free(&pool);
+	free(p);
+	return best;
+}
+
+static long status_kb(const char *key) {
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	long v = -1;
+	while (f && fgets(line, sizeof line, f))
+		if (!strncmp(line, key, strlen(key))) v = atol(line + strlen(key) + 1);
+	if (f) fclose(f);
+	return v;
+}
+
+static int count_gen(void *ud, int32_t id) { return 0; }
+
+int main(int argc, char **argv) {
+	const char *shape_list = "15M,110M", *thread_list = "1,2", *dir = "/tmp/moonspace-bench";
+	int n_prompt = 128, n_gen = 128;
+	for (int i = 1; i + 1 < argc; i += 2) {
+		if (!strcmp(argv[i], "--shapes")) shape_list = argv[i + 1];
+		else if (!strcmp(argv[i], "--threads")) thread_list = argv[i + 1];
+		else if (!strcmp(argv[i], "--prompt")) n_prompt = atoi(argv[i + 1]);
+		else if (!strcmp(argv[i], "--gen")) n_gen = atoi(argv[i + 1]);
+		else if (!strcmp(argv[i], "--dir")) dir = argv[i + 1];
+		else {
+			fprintf(stderr, "usage: %s [--shapes 15M,110M,1.1B] [--threads 1,2] [--prompt N] [--gen N] [--dir D]\n", argv[0]);
+			return 2;
+		}
+	}
+	if (n_prompt < 1) n_prompt = 1;
+	mkdir(dir, 0755);
+	printf("kernels: %s\n", ms_kernels_avx2() ? "AVX2/FMA" : "portable");
+	double bw[3] = {0};
+	for (const char *t = thread_list; *t; t = strchr(t, ',') ? strchr(t, ',') + 1 : "") {
+		int th = atoi(t);
+		if (th >= 1 && th <= 2) bw[th] = bandwidth_gbs(th);
+		printf("bandwidth probe, %d thread%s: %.1f GB/s (best of 5)\n", th, th > 1 ? "s" : "", th <= 2 ? bw[th] : bandwidth_gbs(th));
+	}
+	printf("%-6s %3s %12s %12s %10s %10s %9s\n", "shape", "thr", "prompt t/s", "gen t/s", "bound t/s", "of bound", "RSS MiB");
+	for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+		const shape *s = &shapes[si];
+		if (!strstr(shape_list, s->name)) continue;
+		char d[1024], cfg[1100];
+		snprintf(d, sizeof d, "%s/llama-%s", dir, s->name);
+		snprintf(cfg, sizeof cfg, "%s/model.safetensors", d);
+		struct stat st;
+		if (stat(cfg, &st) != 0 && write_checkpoint(s, d) != 0) {
+			fprintf(stderr, "cannot write %s\n", d);
+			return 1;
+		}
+		/* weight bytes read per generated token: every matrix, the head, not the embedding table */
+		int kv = s->dim / s->heads * s->kv_heads;
+		double per_layer = (double)s->dim * s->dim * 2 + 2.0 * kv * s->dim + 3.0 * s->hidden * s->dim;
+		double bytes_tok = 4.0 * (per_layer * s->layers + (double)s->vocab * s->dim);
+		for (const char *t = thread_list; *t; t = strchr(t, ',') ? strchr(t, ',') + 1 : "") {
+			int th = atoi(t);
+			ms_model *m;
+			char err[512];
+			ms_model_opts mo = {th};
+			if (ms_model_load(d, &mo, &m, err, sizeof err) != 0) {
+				fprintf(stderr, "%s\n", err);
+				return 1;
+			}
+			int32_t *prompt = malloc((size_t)n_prompt * sizeof *prompt);
+			for (int i = 0; i < n_prompt; i++) prompt[i] = 1 + (int32_t)((i * 7919u) % (unsigned)(s->vocab - 1));
+			ms_gen_opts o;
+			ms_gen_opts_init(&o);
+			o.temperature = 0;
+			o.max_new_tokens = n_gen;
+			o.stop_on_eos = 0;
+			ms_gen_stats gs;
+			ms_model_generate_ids(m, prompt, (size_t)n_prompt, &o, count_gen, NULL, NULL, NULL, &gs);
+			double pps = gs.prompt_tokens * 1000.0 / gs.prompt_ms, gps = gs.gen_tokens * 1000.0 / gs.gen_ms;
+			double bound = th <= 2 && bw[th] > 0 ? bw[th] * 1e9 / bytes_tok : 0;
+			printf("%-6s %3d %12.1f %12.1f %10.1f %9.0f%% %9.0f\n", s->name, th, pps, gps, bound,
+			       bound > 0 ? 100.0 * gps / bound : 0.0, status_kb("VmRSS:") / 1024.0);
+			fflush(stdout);
+			free(prompt);
+			ms_model_free(m);
+		}
+	}
+	return 0;
+}

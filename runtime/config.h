@@ -1,0 +1,52 @@
+/* runtime/config.h: a checkpoint's config.json, normalised across model families.
+ *
+ * Each family spells its fields differently (llama: hidden_size, num_attention_heads;
+ * gpt2: n_embd, n_head; distilbert: dim, n_heads); ms_config_load maps them all into one
+ * struct and checks that the shapes are consistent before any weight is read.
+ */
+#ifndef MS_CONFIG_H
+#define MS_CONFIG_H
+
+#include <stddef.h>
+
+#include "common/ms.h"
+
+typedef enum {
+	MS_ARCH_UNKNOWN = 0,
+	MS_ARCH_LLAMA,      /* LlamaForCausalLM */
+	MS_ARCH_GPT2,       /* GPT2LMHeadModel */
+	MS_ARCH_BERT,       /* BertModel (embeddings / hidden states) */
+	MS_ARCH_BERT_CLS,   /* BertForSequenceClassification */
+	MS_ARCH_DISTILBERT, /* DistilBertModel / DistilBertForSequenceClassification */
+} ms_arch;
+
+typedef enum { MS_ACT_SILU, MS_ACT_GELU, MS_ACT_GELU_NEW, MS_ACT_RELU } ms_act;
+
+typedef struct ms_config {
+	ms_arch arch;
+	char model_type[32];
+	int has_classifier; /* distilbert: ...ForSequenceClassification */
+	int dim;            /* hidden_size / n_embd / dim */
+	int hidden_dim;     /* intermediate_size / n_inner (4*dim) / hidden_dim */
+	int n_layers;
+	int n_heads;
+	int n_kv_heads; /* num_key_value_heads, = n_heads without GQA */
+	int head_dim;
+	int vocab_size;
+	int max_pos;       /* max_position_embeddings / n_positions */
+	int type_vocab_size;
+	float norm_eps;    /* rms_norm_eps / layer_norm_eps / layer_norm_epsilon */
+	float rope_theta;
+	int tie_word_embeddings;
+	ms_act act;
+	int bos_id, eos_id, pad_id; /* -1 when absent */
+	int n_labels;
+	char **id2label; /* n_labels strings, "LABEL_i" when config.json has none */
+} ms_config;
+
+/* Reads dir/config.json. */
+int ms_config_load(ms_config *c, const char *dir, char *err, size_t errlen);
+void ms_config_free(ms_config *c);
+const char *ms_arch_name(ms_arch a);
+
+#endif

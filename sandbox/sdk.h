@@ -1,0 +1,54 @@
+/* sandbox/sdk.h: the app SDK inside the restricted state (app.interface, ui.*, progress,
+ * print, model, space) and the call loop of an app worker (see sandbox/PROTOCOL.md and
+ * sandbox/README.md for what an app sees).
+ *
+ * The SDK talks to the host over one fd with frames (sandbox/frame.h). Endpoints are kept
+ * as the JSON objects the `ready` message lists; a call converts the inputs from JSON,
+ * runs the endpoint's function as a coroutine (each coroutine.yield streams a `yield`
+ * frame), and converts what it returns with raw access, component by component.
+ */
+#ifndef MS_SDK_H
+#define MS_SDK_H
+
+#include <jansson.h>
+#include <signal.h>
+
+#include "common/ms.h"
+#include "sandbox/luastate.h"
+
+typedef struct ms_sdk {
+	ms_lua *lua;
+	int fd;
+	json_t *files;     /* init.files (borrowed) */
+	json_t *models;    /* init.models (borrowed): the model allow-list */
+	json_t *endpoints; /* array of endpoint objects (as in `ready`) */
+	int fns_ref;       /* registry: endpoint index -> function */
+	volatile sig_atomic_t in_call;
+	volatile sig_atomic_t writing;  /* a frame write is under way */
+	long long call_id;
+	int next_req;
+	int broken;        /* the host stream is misaligned: exit after this call */
+	unsigned log_lines;
+	uint64_t last_progress_ns;
+	ms_buf hard_frame[4]; /* per MS_TRIP_*: the frame a hard stop writes (pre-encoded) */
+} ms_sdk;
+
+/* Defines the SDK globals in s; files/models/space are borrowed from the init message. */
+int ms_sdk_init(ms_sdk *k, ms_lua *s, int fd, json_t *files, json_t *models, json_t *space);
+void ms_sdk_free(ms_sdk *k);
+/* Runs the entry file. Returns 0, or MS_EFORMAT with the app's error in err. */
+int ms_sdk_load(ms_sdk *k, const char *entry, char *err, size_t errlen);
+/* The `ready` message (a new reference). */
+json_t *ms_sdk_ready(ms_sdk *k);
+/* Serves one `call` message: streams yields/progress/logs and ends with done or error.
+ * Returns 0, or MS_ECLOSED / MS_EPROTO when the worker must exit. */
+int ms_sdk_call(ms_sdk *k, json_t *call, double timeout_s);
+/* Arms (seconds > 0) or disarms (0) the ITIMER_REAL timer whose SIGALRM trips the state. */
+void ms_sdk_arm_timer(double seconds);
+/* Prepares the frames a hard stop writes for the current call (id) or for init (id < 0). */
+void ms_sdk_prepare_hard_stop(ms_sdk *k, long long id);
+/* From a signal handler: writes the pre-encoded frame for the trip kind unless a write is
+ * under way. */
+void ms_sdk_hard_stop(ms_sdk *k);
+
+#endif

@@ -1,0 +1,235 @@
+/* tests/unit/test_runtime_cli.c: `moonspace generate / embed / classify` end to end against
+ * the fixtures (llama2.c's expected stories260K output, transformers' classifier and
+ * embedding references), and MODEL resolution through a Hub cache layout. */
+/* messages and paths are bounded by snprintf; truncating a diagnostic is fine */
+#pragma GCC diagnostic ignored "-Wformat-truncation"
+#include <jansson.h>
+
+#include "runtime/modeldir.h"
+#include "tests/testlib.h"
+
+TEST_SUITE("runtime_cli")
+
+static void strip_newline(char *s);
+/* Runs bin/moonspace with args (already shell-quoted); returns stdout, exit code in *rc and
+ * stderr in errbuf. */
+static char *run(const char *args, int *rc, char *errbuf, size_t errlen) {
+	char errpath[] = "/tmp/ms-cli-err-XXXXXX";
+	int fd = mkstemp(errpath);
+	CHECK(fd >= 0);
+	close(fd);
+	char cmd[8192];
+	snprintf(cmd, sizeof cmd, "%s/moonspace %s 2>%s", test_bin_dir(), args, errpath);
+	FILE *p = popen(cmd, "r");
+	CHECK(p);
+	size_t cap = 1 << 16, n = 0;
+	char *out = malloc(cap + 1);
+	size_t got;
+	while ((got = fread(out + n, 1, cap - n, p)) > 0) {
+		n += got;
+		if (n == cap) out = realloc(out, (cap *= 2) + 1);
+	}
+	out[n] = 0;
+	int st = pclose(p);
+	*rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+	size_t el = 0;
+	char *e = test_read_file(errpath, &el);
+	snprintf(errbuf, errlen, "%s", e ? e : "");
+	strip_newline(errbuf);
+	free(e);
+	unlink(errpath);
+	return out;
+}
+
+/* The tokenizer is a separate module; until it is linked, text commands say so. */
+static void skip_without_tokenizer(const char *err) {
+	if (strstr(err, "no tokenizer")) SKIP("runtime built without runtime/tokenizer.c: %s", err);
+}
+
+static void strip_newline(char *s) {
+	size_t n = strlen(s);
+	if (n && s[n - 1] == '\n') s[n - 1] = 0;
+}
+
+static void check_generate(const char *args, const char *expected_rel) {
+	char *want = test_read_file(fixture_path(expected_rel), NULL);
+	CHECK(want);
+	int rc;
+	char err[4096];
+	char *out = run(args, &rc, err, sizeof err);
+	skip_without_tokenizer(err);
+	CHECK_MSG(rc == 0, "exit %d: %s", rc, err);
+	strip_newline(out);
+	strip_newline(want);
+	CHECK_STR(out, want);
+	CHECK_MSG(strstr(err, "tok/s") && strstr(err, "prompt") && strstr(err, "generation"), "stderr: %s", err);
+	free(out);
+	free(want);
+}
+
+TEST(generate_stories260k_t0_n200) {
+	char args[4096];
+	snprintf(args, sizeof args, "generate '%s' -n 200 -t 0", fixture_path("models/stories260K"));
+	check_generate(args, "models/stories260K/expected_t0_n200.txt");
+}
+
+TEST(generate_stories260k_prompt) {
+	char args[4096];
+	snprintf(args, sizeof args, "generate '%s' -p 'Once upon a time' -n 60 -t 0 --threads 2",
+		 fixture_path("models/stories260K"));
+	check_generate(args, "models/stories260K/expected_t0_n64_prompt_once_upon_a_time.txt");
+}
+
+TEST(generate_stop_string) {
+	char args[4096];
+	snprintf(args, sizeof args, "generate '%s' -n 200 -t 0 --stop Lily", fixture_path("models/stories260K"));
+	int rc;
+	char err[4096];
+	char *out = run(args, &rc, err, sizeof err);
+	skip_without_tokenizer(err);
+	CHECK_MSG(rc == 0, "exit %d: %s", rc, err);
+	/* expected_t0_n200 starts "Once upon a time, there was a little girl named Lily." */
+	CHECK_STR(out, "Once upon a time, there was a little girl named \n");
+	free(out);
+}
+
+TEST(generate_usage) {
+	int rc;
+	char err[4096];
+	char *out = run("generate --help", &rc, err, sizeof err);
+	CHECK_INT(rc, 0);
+	CHECK(strstr(out, "usage: moonspace generate"));
+	free(out);
+	out = run("generate", &rc, err, sizeof err);
+	CHECK_INT(rc, 2);
+	free(out);
+	char args[4096];
+	snprintf(args, sizeof args, "generate '%s' -n lots", fixture_path("models/stories260K"));
+	out = run(args, &rc, err, sizeof err);
+	CHECK_INT(rc, 2);
+	CHECK(strstr(err, "-n"));
+	free(out);
+	out = run("generate /nonexistent/dir", &rc, err, sizeof err);
+	CHECK_INT(rc, 1);
+	CHECK(strstr(err, "/nonexistent/dir"));
+	free(out);
+	out = run("classify --help", &rc, err, sizeof err);
+	CHECK_INT(rc, 0);
+	free(out);
+	out = run("embed --help", &rc, err, sizeof err);
+	CHECK_INT(rc, 0);
+	free(out);
+}
+
+static json_t *load_json(const char *rel) {
+	json_error_t e;
+	json_t *j = json_load_file(fixture_path(rel), 0, &e);
+	CHECK_MSG(j != NULL, "%s: %s", rel, e.text);
+	return j;
+}
+
+static void shell_quote(char *dst, size_t len, const char *s) {
+	size_t n = 0;
+	dst[n++] = '\'';
+	for (; *s && n + 5 < len; s++) {
+		if (*s == '\'') memcpy(dst + n, "'\\''", 4), n += 4;
+		else dst[n++] = *s;
+	}
+	dst[n++] = '\'';
+	dst[n] = 0;
+}
+
+static void classify_and_embed(const char *dir) {
+	char rel[256];
+	snprintf(rel, sizeof rel, "%s/reference.json", dir);
+	json_t *ref = load_json(rel);
+	json_t *sents = json_object_get(ref, "sentences");
+	for (size_t i = 0; i < json_array_size(sents); i++) {
+		json_t *s = json_array_get(sents, i);
+		char q[2048], args[8192], err[4096];
+		shell_quote(q, sizeof q, json_string_value(json_object_get(s, "text")));
+		snprintf(args, sizeof args, "classify '%s' %s", fixture_path(dir), q);
+		int rc;
+		char *out = run(args, &rc, err, sizeof err);
+		skip_without_tokenizer(err);
+		CHECK_MSG(rc == 0, "exit %d: %s", rc, err);
+		json_error_t je;
+		json_t *res = json_loads(out, 0, &je);
+		CHECK_MSG(json_is_array(res), "not a JSON array: %s", out);
+		CHECK_STR(json_string_value(json_object_get(json_array_get(res, 0), "label")),
+			  json_string_value(json_object_get(s, "predicted_label")));
+		double prev = 2;
+		for (size_t k = 0; k < json_array_size(res); k++) {
+			double sc = json_number_value(json_object_get(json_array_get(res, k), "score"));
+			CHECK(sc <= prev);
+			prev = sc;
+		}
+		json_decref(res);
+		free(out);
+
+		snprintf(args, sizeof args, "embed '%s' %s", fixture_path(dir), q);
+		out = run(args, &rc, err, sizeof err);
+		CHECK_MSG(rc == 0, "exit %d: %s", rc, err);
+		res = json_loads(out, 0, &je);
+		json_t *want = json_object_get(s, "embedding_mean_pooled_l2");
+		CHECK(json_is_array(res) && json_array_size(res) == json_array_size(want));
+		for (size_t k = 0; k < json_array_size(want); k++)
+			CHECK_NEAR(json_number_value(json_array_get(res, k)), json_number_value(json_array_get(want, k)), 1e-4);
+		json_decref(res);
+		free(out);
+	}
+	json_decref(ref);
+}
+
+TEST(classify_embed_bert) { classify_and_embed("models/tiny-bert-cls"); }
+TEST(classify_embed_distilbert) { classify_and_embed("models/tiny-distilbert-cls"); }
+
+TEST(modeldir_hub_cache) {
+	const char *fx = fixture_path("models/tiny-bert-cls");
+	char fxabs[4096];
+	CHECK(realpath(fx, fxabs));
+	char tmp[] = "/tmp/ms-hub-XXXXXX";
+	CHECK(mkdtemp(tmp));
+	const char *commit = "0123456789abcdef0123456789abcdef01234567";
+	char cmd[8192];
+	snprintf(cmd, sizeof cmd,
+		 "mkdir -p %s/hub/models--org--tiny-cls/refs %s/hub/models--org--tiny-cls/snapshots && "
+		 "printf '%s\\n' > %s/hub/models--org--tiny-cls/refs/main && "
+		 "ln -s %s %s/hub/models--org--tiny-cls/snapshots/%s",
+		 tmp, tmp, commit, tmp, fxabs, tmp, commit);
+	CHECK_INT(system(cmd), 0);
+	char hub[512], out[4096], err[1024], want[4096];
+	snprintf(hub, sizeof hub, "%s/hub", tmp);
+	setenv("HF_HUB_CACHE", hub, 1);
+	snprintf(want, sizeof want, "%s/models--org--tiny-cls/snapshots/%s", hub, commit);
+	CHECK_INT(ms_modeldir_resolve("org/tiny-cls", out, sizeof out, err, sizeof err), 0);
+	CHECK_STR(out, want);
+	CHECK_INT(ms_modeldir_resolve("org/tiny-cls@main", out, sizeof out, err, sizeof err), 0);
+	CHECK_STR(out, want);
+	char spec[128];
+	snprintf(spec, sizeof spec, "org/tiny-cls@%s", commit);
+	CHECK_INT(ms_modeldir_resolve(spec, out, sizeof out, err, sizeof err), 0);
+	CHECK_STR(out, want);
+	CHECK_INT(ms_modeldir_resolve("org/tiny-cls@v2", out, sizeof out, err, sizeof err), MS_ENOENT);
+	CHECK(strstr(err, "refs/v2"));
+	CHECK_INT(ms_modeldir_resolve("org/other", out, sizeof out, err, sizeof err), MS_ENOENT);
+	CHECK_INT(ms_modeldir_resolve("../etc/x", out, sizeof out, err, sizeof err), MS_ENOENT);
+	CHECK_INT(ms_modeldir_resolve("org/x@../../y", out, sizeof out, err, sizeof err), MS_ENOENT);
+	/* HF_HOME/hub when HF_HUB_CACHE is unset */
+	unsetenv("HF_HUB_CACHE");
+	setenv("HF_HOME", tmp, 1);
+	CHECK_INT(ms_modeldir_resolve("org/tiny-cls", out, sizeof out, err, sizeof err), 0);
+	CHECK_STR(out, want);
+	/* a local directory wins */
+	CHECK_INT(ms_modeldir_resolve(fx, out, sizeof out, err, sizeof err), 0);
+	CHECK_STR(out, fx);
+	/* and the CLI resolves the same way */
+	int rc;
+	char *o = run("classify org/tiny-cls 'I absolutely loved this movie!'", &rc, err, sizeof err);
+	snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
+	CHECK_INT(system(cmd), 0);
+	skip_without_tokenizer(err);
+	CHECK_MSG(rc == 0, "exit %d: %s", rc, err);
+	CHECK(strstr(o, "\"label\""));
+	free(o);
+}

@@ -1,0 +1,199 @@
+/* tests/unit/test_runtime_modelworker.c: bin/moonspace-modelworker over a socketpair,
+ * speaking the host ⇄ model worker protocol: init, concurrent batched generations equal to
+ * running each alone, cancel, quick ops, exit on EOF. */
+#include <jansson.h>
+#include <sys/socket.h>
+
+#include "runtime/model.h"
+#include "sandbox/frame.h"
+#include "tests/testlib.h"
+
+TEST_SUITE("runtime_modelworker")
+
+typedef struct { int fd; pid_t pid; } worker;
+
+static worker spawn_worker(void) {
+	int sv[2];
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+	char path[4096];
+	snprintf(path, sizeof path, "%s/moonspace-modelworker", test_bin_dir());
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		close(sv[0]); /* first: it may be fd 3 itself */
+		if (sv[1] != 3) {
+			dup2(sv[1], 3);
+			close(sv[1]);
+		}
+		execl(path, path, "--fd", "3", (char *)NULL);
+		_exit(127);
+	}
+	close(sv[1]);
+	return (worker){sv[0], pid};
+}
+
+static void send_msg(worker *w, json_t *m) {
+	CHECK_INT(ms_frame_write_json_fd(w->fd, m), 0);
+	json_decref(m);
+}
+
+static json_t *recv_msg(worker *w) {
+	json_t *m = NULL;
+	int rc = ms_frame_read_json_fd(w->fd, &m, MS_FRAME_MAX_DEFAULT);
+	CHECK_MSG(rc == 0, "reading from the worker: %s", ms_strerror(rc));
+	return m;
+}
+
+static void stop_worker(worker *w) {
+	close(w->fd);
+	int st;
+	CHECK(waitpid(w->pid, &st, 0) == w->pid);
+	CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "worker status %d", st);
+}
+
+static json_t *start(worker *w, const char *rel) {
+	*w = spawn_worker();
+	send_msg(w, json_pack("{s:s, s:s, s:i}", "t", "init", "path", fixture_path(rel), "threads", 2));
+	json_t *r = recv_msg(w);
+	CHECK_STR(json_string_value(json_object_get(r, "t")), "ready");
+	return r;
+}
+
+TEST(init_error_names_path) {
+	worker w = spawn_worker();
+	send_msg(&w, json_pack("{s:s, s:s}", "t", "init", "path", "/nonexistent/model-dir"));
+	json_t *r = recv_msg(&w);
+	CHECK_STR(json_string_value(json_object_get(r, "t")), "init_error");
+	CHECK(strstr(json_string_value(json_object_get(r, "message")), "/nonexistent/model-dir"));
+	json_decref(r);
+	int st;
+	CHECK(waitpid(w.pid, &st, 0) == w.pid);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) != 0);
+	close(w.fd);
+}
+
+static json_t *ids_json(const int32_t *ids, size_t n) {
+	json_t *a = json_array();
+	for (size_t i = 0; i < n; i++) json_array_append_new(a, json_integer(ids[i]));
+	return a;
+}
+
+TEST(concurrent_generations_match_single) {
+	worker w;
+	json_t *ready = start(&w, "models/stories260K");
+	CHECK_STR(json_string_value(json_object_get(ready, "arch")), "llama");
+	json_decref(ready);
+	enum { N = 5, NEW = 24 };
+	int32_t prompts[N][3] = {{1, 403, 407}, {1, 300, 301}, {1, 42, 43}, {1, 403, 407}, {1, 261, 378}};
+	for (int i = 0; i < N; i++)
+		send_msg(&w, json_pack("{s:s, s:i, s:s, s:{s:o, s:i, s:f}}", "t", "req", "req", 100 + i, "op", "generate", "args",
+				       "prompt_ids", ids_json(prompts[i], 3), "max_new_tokens", NEW, "temperature", 0.0));
+	json_t *results[N] = {0};
+	for (int got = 0; got < N;) {
+		json_t *m = recv_msg(&w);
+		const char *t = json_string_value(json_object_get(m, "t"));
+		int id = (int)json_integer_value(json_object_get(m, "req")) - 100;
+		CHECK_MSG(t && strcmp(t, "result") == 0, "unexpected frame %s", json_dumps(m, 0));
+		CHECK(id >= 0 && id < N && !results[id]);
+		results[id] = json_incref(json_object_get(m, "result"));
+		json_decref(m);
+		got++;
+	}
+	ms_model *m;
+	char err[512];
+	ms_model_opts mo = {1};
+	CHECK_INT(ms_model_load(fixture_path("models/stories260K"), &mo, &m, err, sizeof err), 0);
+	for (int i = 0; i < N; i++) {
+		ms_gen_opts o;
+		ms_gen_opts_init(&o);
+		o.temperature = 0, o.max_new_tokens = NEW;
+		int32_t *out;
+		size_t n;
+		CHECK_INT(ms_model_generate_ids(m, prompts[i], 3, &o, NULL, NULL, &out, &n, NULL), 0);
+		CHECK_INT(json_array_size(results[i]), n);
+		for (size_t k = 0; k < n; k++) CHECK_INT(json_integer_value(json_array_get(results[i], k)), out[k]);
+		free(out);
+		json_decref(results[i]);
+	}
+	ms_model_free(m);
+	stop_worker(&w);
+}
+
+TEST(cancel_ends_request) {
+	worker w;
+	json_decref(start(&w, "models/stories260K"));
+	int32_t p[] = {1};
+	send_msg(&w, json_pack("{s:s, s:i, s:s, s:{s:o, s:i, s:f}}", "t", "req", "req", 7, "op", "generate", "args",
+			       "prompt_ids", ids_json(p, 1), "max_new_tokens", 500, "temperature", 0.0));
+	/* (greedy from BOS runs 200+ tokens without an EOS: it cannot finish before the cancel) */
+	send_msg(&w, json_pack("{s:s, s:i, s:s, s:{s:o, s:i, s:f}}", "t", "req", "req", 8, "op", "generate", "args",
+			       "prompt_ids", ids_json(p, 1), "max_new_tokens", 5, "temperature", 0.0));
+	send_msg(&w, json_pack("{s:s, s:i}", "t", "cancel", "req", 7));
+	int seen7 = 0, seen8 = 0;
+	while (!seen7 || !seen8) {
+		json_t *m = recv_msg(&w);
+		int id = (int)json_integer_value(json_object_get(m, "req"));
+		const char *t = json_string_value(json_object_get(m, "t"));
+		if (id == 7) {
+			CHECK_STR(t, "error");
+			CHECK_STR(json_string_value(json_object_get(m, "message")), "cancelled");
+			seen7 = 1;
+		} else {
+			CHECK_INT(id, 8);
+			CHECK_STR(t, "result");
+			CHECK_INT(json_array_size(json_object_get(m, "result")), 5);
+			seen8 = 1;
+		}
+		json_decref(m);
+	}
+	/* bad requests get errors, and the worker keeps serving */
+	send_msg(&w, json_pack("{s:s, s:i, s:s, s:{}}", "t", "req", "req", 9, "op", "frobnicate", "args"));
+	json_t *m = recv_msg(&w);
+	CHECK_STR(json_string_value(json_object_get(m, "t")), "error");
+	CHECK_INT(json_integer_value(json_object_get(m, "req")), 9);
+	json_decref(m);
+	int32_t bad[] = {1, 99999};
+	send_msg(&w, json_pack("{s:s, s:i, s:s, s:{s:o}}", "t", "req", "req", 10, "op", "generate", "args", "prompt_ids",
+			       ids_json(bad, 2)));
+	m = recv_msg(&w);
+	CHECK_STR(json_string_value(json_object_get(m, "t")), "error");
+	json_decref(m);
+	stop_worker(&w);
+}
+
+TEST(classify_embed_ops) {
+	worker w;
+	json_t *ready = start(&w, "models/tiny-bert-cls");
+	CHECK_STR(json_string_value(json_object_get(ready, "arch")), "bert");
+	int has_tok = 0;
+	json_t *tasks = json_object_get(ready, "tasks"), *v;
+	size_t i;
+	json_array_foreach(tasks, i, v) has_tok |= strcmp(json_string_value(v), "tokenize") == 0;
+	json_decref(ready);
+	if (!has_tok) {
+		stop_worker(&w);
+		SKIP("runtime built without runtime/tokenizer.c");
+	}
+	json_error_t je;
+	json_t *ref = json_load_file(fixture_path("models/tiny-bert-cls/reference.json"), 0, &je);
+	json_t *s0 = json_array_get(json_object_get(ref, "sentences"), 0);
+	const char *text = json_string_value(json_object_get(s0, "text"));
+	send_msg(&w, json_pack("{s:s, s:i, s:s, s:{s:s}}", "t", "req", "req", 1, "op", "classify", "args", "text", text));
+	json_t *m = recv_msg(&w);
+	CHECK_STR(json_string_value(json_object_get(json_array_get(json_object_get(m, "result"), 0), "label")),
+		  json_string_value(json_object_get(s0, "predicted_label")));
+	json_decref(m);
+	send_msg(&w, json_pack("{s:s, s:i, s:s, s:{s:s}}", "t", "req", "req", 2, "op", "embed", "args", "text", text));
+	m = recv_msg(&w);
+	json_t *want = json_object_get(s0, "embedding_mean_pooled_l2"), *got = json_object_get(m, "result");
+	CHECK_INT(json_array_size(got), json_array_size(want));
+	for (size_t k = 0; k < json_array_size(want); k++)
+		CHECK_NEAR(json_number_value(json_array_get(got, k)), json_number_value(json_array_get(want, k)), 1e-4);
+	json_decref(m);
+	send_msg(&w, json_pack("{s:s, s:i, s:s, s:{s:s}}", "t", "req", "req", 3, "op", "tokenize", "args", "text", text));
+	m = recv_msg(&w);
+	CHECK(json_equal(json_object_get(m, "result"), json_object_get(s0, "input_ids")));
+	json_decref(m);
+	json_decref(ref);
+	stop_worker(&w);
+}
