@@ -644,6 +644,7 @@ struct node {
 	size_t nlen;
 	val *lit;
 	node *a, *b, *c, *d;
+	node *body;       /* N_FOR's body (a..d hold target, iterable, else, filter) */
 	node **kids;      /* positional args, items, statements, targets */
 	size_t nk, kcap;
 	const char **kwn; /* keyword args (names) */
@@ -1106,8 +1107,7 @@ static node *parse_stmt(parser *P) {
 		accept_name(P, "recursive");
 		expect_end(P);
 		const char *w;
-		n->kids = NULL;
-		node *body = parse_body(P, for_ends, &w);
+		n->body = parse_body(P, for_ends, &w);
 		P->i++;
 		expect_end(P);
 		if (!strcmp(w, "else")) {
@@ -1116,7 +1116,6 @@ static node *parse_stmt(parser *P) {
 			P->i++;
 			expect_end(P);
 		}
-		n->lit = (val *)body; /* body kept in lit slot to free b for the iterable */
 		return n;
 	}
 	if (accept_name(P, "set")) {
@@ -2510,7 +2509,7 @@ static void emit(jx *J, ms_buf *out, const char *p, size_t n, int line) {
 static int exec_for(jx *J, frame *f, node *n, ms_buf *out) {
 	val *seq = eval(J, f, n->b);
 	val *items = seq->t == V_DICT ? as_list(J, seq, n->line) : seq->t == V_UNDEF ? mklist(J, 1) : as_list(J, seq, n->line);
-	node *body = (node *)n->lit;
+	node *body = n->body;
 	if (n->d) { /* {% for x in xs if cond %}: filter first so loop.* counts the kept items */
 		val *kept = mklist(J, items->l.n + 1);
 		for (size_t i = 0; i < items->l.n; i++) {
