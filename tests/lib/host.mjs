@@ -189,23 +189,36 @@ export function assertEq(actual, expected, message = "") {
 }
 
 // A Hugging Face cache (the layout huggingface_hub writes) holding fixture checkpoints under
-// the repo ids given: { "org/name": "models/stories260K", ... }. Files are symlinks into the
-// fixtures. Returns the cache directory (use as HF_HUB_CACHE).
+// the repo ids given: { "org/name": "models/stories260K" } or, to combine fixture folders
+// and add files, { "org/name": { dirs: ["models/x", "tokenizers/y"], files: { name: text } } }.
+// Files are symlinks into the fixtures (a later folder wins). Returns the cache directory
+// (use as HF_HUB_CACHE).
 export function fixtureHubCache(repos) {
-  const fixtures = FIXTURES;
   const cache = tempDir("ms-hub-");
-  for (const [id, rel] of Object.entries(repos)) {
-    const src = join(fixtures, rel);
-    if (!existsSync(src)) {
-      if (CI) throw new Error(`fixture ${src} missing (CI=true)`);
-      throw skip(`fixture ${src} missing`);
-    }
-    const commit = createHash("sha1").update(id + rel).digest("hex");
+  for (const [id, spec] of Object.entries(repos)) {
+    const dirs = typeof spec === "string" ? [spec] : spec.dirs;
+    const files = (typeof spec === "object" && spec.files) || {};
+    const commit = createHash("sha1").update(id + JSON.stringify(spec)).digest("hex");
     const repo = join(cache, "models--" + id.replace("/", "--"));
-    mkdirSync(join(repo, "snapshots", commit), { recursive: true });
+    const snap = join(repo, "snapshots", commit);
+    mkdirSync(snap, { recursive: true });
     mkdirSync(join(repo, "refs"), { recursive: true });
     writeFileSync(join(repo, "refs", "main"), commit);
-    for (const f of readdirSync(src)) symlinkSync(join(src, f), join(repo, "snapshots", commit, f));
+    for (const rel of dirs) {
+      const src = join(FIXTURES, rel);
+      if (!existsSync(src)) {
+        if (CI) throw new Error(`fixture ${src} missing (CI=true)`);
+        throw skip(`fixture ${src} missing`);
+      }
+      for (const f of readdirSync(src)) {
+        rmSync(join(snap, f), { force: true });
+        symlinkSync(join(src, f), join(snap, f));
+      }
+    }
+    for (const [name, text] of Object.entries(files)) {
+      rmSync(join(snap, name), { force: true });
+      writeFileSync(join(snap, name), text);
+    }
   }
   return cache;
 }
