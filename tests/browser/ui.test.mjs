@@ -21,7 +21,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, "../..");
-const MS_BIN = process.env.MS_BIN || path.join(ROOT, "bin");
+const MS_BIN = path.resolve(process.env.MS_BIN || path.join(ROOT, "bin")); // the host runs in a temp cwd
 const OUT = path.join(ROOT, "build/test-output");
 const CHROMIUM = "/usr/bin/chromium";
 const CI = process.env.CI === "true";
@@ -227,6 +227,7 @@ async function startHost() {
   // from the internet in tests, so model apps just show their state.
   if (fs.existsSync(path.join(ROOT, "apps"))) args.push("--apps", path.join(ROOT, "apps"));
   host = spawn(HOST_BIN, args, { cwd: tmp, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, HF_HUB_OFFLINE: "1" } });
+  host.on("error", (e) => { hostLog += `\nspawn failed: ${e.message}`; });
   const keep = (d) => {
     const t = String(d);
     if (/AddressSanitizer|LeakSanitizer|runtime error:/.test(t)) sanitizerReport += t.slice(0, 2000);
