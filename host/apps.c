@@ -387,7 +387,7 @@ static void spawn_worker(ms_app *app) {
 	uv_timer_init(h->loop, &aw->deadline);
 	aw->deadline.data = aw;
 	static const ms_worker_cbs cbs = {on_worker_message, on_worker_log, on_worker_exit};
-	ms_worker_opts opts = {.exe = h->appworker_exe, .max_frame = 0, .drop_privileges = 1};
+	ms_worker_opts opts = {.exe = h->cfg->appworker, .max_frame = 0, .drop_privileges = 1};
 	char err[512];
 	if (ms_worker_spawn(h->loop, &opts, &cbs, aw, &aw->proc, err, sizeof err)) {
 		ms_app_log(app, "[moonspace] %s", err);

@@ -148,9 +148,6 @@ struct ms_session {
 struct ms_host {
 	uv_loop_t *loop;
 	ms_settings *cfg;
-	char exe_dir[PATH_MAX];
-	char appworker_exe[PATH_MAX + 32];
-	char modelworker_exe[PATH_MAX + 32];
 	ms_http_server *http;
 	ms_store *store;
 	ms_appdir_watch *watch;

@@ -184,7 +184,7 @@ static int start_model(ms_model_proc *m, char *err, size_t errlen) {
 	static const ms_worker_cbs cbs = {on_model_message, on_model_log, on_model_exit};
 	int dirfd = open(m->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dirfd < 0) return ms_errf(err, errlen, MS_EIO, "cannot open %s: %s", m->dir, strerror(errno));
-	ms_worker_opts opts = {.exe = h->modelworker_exe, .max_frame = 0, .drop_privileges = 1, .extra_fds = &dirfd,
+	ms_worker_opts opts = {.exe = h->cfg->modelworker, .max_frame = 0, .drop_privileges = 1, .extra_fds = &dirfd,
 			       .n_extra_fds = 1};
 	int rc = ms_worker_spawn(h->loop, &opts, &cbs, m, &m->proc, err, errlen);
 	close(dirfd);

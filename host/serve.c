@@ -101,9 +101,6 @@ int ms_serve_main(int argc, char **argv) {
 	h->cfg = &cfg;
 	h->loop = uv_default_loop();
 	h->started_ns = ms_now_ns();
-	if (ms_exe_dir(h->exe_dir, sizeof h->exe_dir)) strcpy(h->exe_dir, ".");
-	snprintf(h->appworker_exe, sizeof h->appworker_exe, "%s/moonspace-appworker", h->exe_dir);
-	snprintf(h->modelworker_exe, sizeof h->modelworker_exe, "%s/moonspace-modelworker", h->exe_dir);
 	char err[1024];
 	if (ms_store_open(&h->store, cfg.data, err, sizeof err)) {
 		fprintf(stderr, "moonspace serve: %s\n", err);

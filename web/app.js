@@ -253,6 +253,12 @@ function stagePanel(a) {
       el("h2", "⚠️ This app is not running"),
       el("p.error-box", { role: "alert" }, rt.errorMessage || stage.replace(/_/g, " ").toLowerCase()),
       logsBox(a.logs, true),
+      stage === "RUNTIME_ERROR" ? el("p", el("button.btn.primary#restart", {
+        onclick: async (ev) => {
+          ev.target.disabled = true;
+          try { await api(`/api/spaces/${ENC_ID}/restart`, { method: "POST" }); } catch (e) { ev.target.disabled = false; }
+        },
+      }, "Restart the app")) : null,
       el("p.muted.small", "The page checks again every few seconds; fix the app on disk and it reloads by itself."));
   }
   const msg = stage === "BUILDING" ? "Building: fetching models and starting the app…"
