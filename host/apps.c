@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "host/host.h"
 
@@ -160,6 +161,30 @@ static const char *signal_reason(int sig) {
 	}
 }
 
+/* Runs are written to the store in batches (one transaction per app per flush, not one
+ * per call): ms_apps_flush_runs() runs on a timer and before statistics are read. */
+static void record_run(ms_app *app, double ms, int ok) {
+	if (app->n_runs == app->cap_runs) {
+		size_t cap = app->cap_runs ? app->cap_runs * 2 : 64;
+		ms_store_run *r = realloc(app->runs, cap * sizeof *r);
+		if (!r) return; /* a statistic lost, nothing else */
+		app->runs = r, app->cap_runs = cap;
+	}
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	app->runs[app->n_runs++] = (ms_store_run){ms, ok, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000};
+	if (app->n_runs >= 1024) ms_app_flush_runs(app);
+}
+
+void ms_app_flush_runs(ms_app *app) {
+	if (app->n_runs && app->host->store) ms_store_record_runs(app->host->store, app->id, app->runs, app->n_runs);
+	app->n_runs = 0;
+}
+
+void ms_apps_flush_runs(ms_host *h) {
+	for (ms_app *a = h->apps; a; a = a->next) ms_app_flush_runs(a);
+}
+
 static void finish_call(ms_app_worker *aw, int ok) {
 	ms_call *call = aw->call;
 	ms_app *app = aw->app;
@@ -171,7 +196,7 @@ static void finish_call(ms_app_worker *aw, int ok) {
 	app->running--;
 	double ms = (double)(ms_now_ns() - call->t_start) / 1e6;
 	app->avg_ms = app->avg_ms > 0 ? app->avg_ms * 0.8 + ms * 0.2 : ms;
-	if (app->host->store) ms_store_record_run(app->host->store, app->id, ms, ok);
+	record_run(app, ms, ok);
 }
 
 static void on_worker_exit(ms_worker *w, int64_t status, int sig, const char *reason, void *ud) {
@@ -591,6 +616,7 @@ static void on_app_timer_closed(uv_handle_t *h) {
 	ms_appsrc_unref(app->src);
 	json_decref(app->iface);
 	free(app->error);
+	free(app->runs);
 	free(app);
 }
 
@@ -631,6 +657,7 @@ void ms_apps_on_change(void *ud, ms_appdir_change kind, ms_appsrc *new_app, ms_a
 	MS_INFO("apps", "%s was removed", app->id);
 	app->removed = 1;
 	fail_queue(app, "This app was removed.");
+	app->n_runs = 0; /* its statistics go with it */
 	ms_sessions_drop_app(h, app);
 	if (h->store) ms_store_app_remove(h->store, app->id);
 	for (int i = 0; i < app->n_workers; i++) {
@@ -645,6 +672,16 @@ int ms_apps_busy(const ms_host *h) {
 	int n = 0;
 	for (ms_app *a = h->apps; a; a = a->next) n += a->running + a->queued;
 	return n;
+}
+
+/* After the loop has stopped: every worker is gone, free the apps. */
+void ms_apps_free(ms_host *h) {
+	while (h->apps) {
+		ms_app *a = h->apps;
+		h->apps = a->next;
+		if (!uv_is_closing((uv_handle_t *)&a->restart_timer))
+			uv_close((uv_handle_t *)&a->restart_timer, on_app_timer_closed);
+	}
 }
 
 void ms_apps_stop_all(ms_host *h) {

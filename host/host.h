@@ -86,6 +86,8 @@ struct ms_app {
 	unsigned backoff_ms;
 
 	double avg_ms;        /* recent average duration, for ETAs */
+	ms_store_run *runs;   /* finished calls not yet written to the store */
+	size_t n_runs, cap_runs;
 
 	char *log[MS_APP_LOG_LINES]; /* ring of the app's last log lines */
 	int log_start, log_n;
@@ -160,6 +162,7 @@ struct ms_host {
 	int call_seq;
 	int starting;         /* app workers loading, host-wide */
 	uv_timer_t sweep_timer;
+	uv_timer_t flush_timer;
 	uv_signal_t sigint, sigterm;
 	uv_timer_t shutdown_timer;
 	int shutting_down;
@@ -185,6 +188,10 @@ void ms_app_log(ms_app *app, const char *fmt, ...) __attribute__((format(printf,
 double ms_app_eta(const ms_app *app, int rank);
 /* Stops every worker of every app (shutdown). */
 void ms_apps_stop_all(ms_host *h);
+void ms_apps_free(ms_host *h);
+/* Writes the runs recorded since the last flush to the store (one app, or all). */
+void ms_app_flush_runs(ms_app *app);
+void ms_apps_flush_runs(ms_host *h);
 int ms_apps_busy(const ms_host *h);
 
 /* ---- calls.c ---- */

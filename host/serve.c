@@ -8,6 +8,7 @@
 #include "host/host.h"
 
 static void on_sweep(uv_timer_t *t) { ms_sessions_sweep(t->data); }
+static void on_flush(uv_timer_t *t) { ms_apps_flush_runs(t->data); }
 
 static void finish_shutdown(ms_host *h) {
 	uv_timer_stop(&h->shutdown_timer);
@@ -18,6 +19,7 @@ static void finish_shutdown(ms_host *h) {
 	if (h->http) ms_http_server_close(h->http);
 	h->http = NULL;
 	uv_close((uv_handle_t *)&h->sweep_timer, NULL);
+	uv_close((uv_handle_t *)&h->flush_timer, NULL);
 	uv_close((uv_handle_t *)&h->shutdown_timer, NULL);
 	uv_close((uv_handle_t *)&h->sigint, NULL);
 	uv_close((uv_handle_t *)&h->sigterm, NULL);
@@ -127,6 +129,10 @@ int ms_serve_main(int argc, char **argv) {
 	h->sweep_timer.data = h;
 	uv_timer_start(&h->sweep_timer, on_sweep, 60000, 60000);
 	uv_unref((uv_handle_t *)&h->sweep_timer);
+	uv_timer_init(h->loop, &h->flush_timer);
+	h->flush_timer.data = h;
+	uv_timer_start(&h->flush_timer, on_flush, 500, 500);
+	uv_unref((uv_handle_t *)&h->flush_timer);
 	uv_timer_init(h->loop, &h->shutdown_timer);
 	h->shutdown_timer.data = h;
 	uv_signal_init(h->loop, &h->sigint);
@@ -143,11 +149,13 @@ int ms_serve_main(int argc, char **argv) {
 #endif
 	fflush(stderr);
 	uv_run(h->loop, UV_RUN_DEFAULT);
+	ms_apps_flush_runs(h);
 	free_host_state(h);
 	ms_models_free(h);
-	uv_run(h->loop, UV_RUN_DEFAULT); /* the model timers' close callbacks */
+	ms_apps_free(h);
+	uv_run(h->loop, UV_RUN_DEFAULT); /* the timers' close callbacks */
+	if (uv_loop_close(h->loop)) MS_WARN("serve", "some handles were still open at exit");
 	ms_store_close(h->store);
-	uv_loop_close(h->loop);
 	MS_INFO("serve", "stopped cleanly");
 	free(h);
 	ms_settings_free(&cfg);
