@@ -235,7 +235,7 @@ TEST(cancel_by_sigqueue) {
 	CHECK(m != NULL);
 	CHECK_STR(wk_type(m), "error");
 	CHECK_STR(json_string_value(json_object_get(m, "kind")), "cancelled");
-	CHECK(wk_now() - t0 < 1.0);
+	CHECK(wk_now() - t0 < 2.0); /* prompt (the hook), with slack for a loaded machine */
 	json_t *d = wk_call(&w, 10, "predict", json_pack("[]"), 0.5, NULL); /* still serving (and times out again) */
 	(void)d;
 	wk_free(&w);
