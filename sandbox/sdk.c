@@ -1222,6 +1222,7 @@ static int run_call(ms_sdk *k, size_t epi, json_t *data, double timeout_s) {
 	k->in_call = 1;
 	s->trip_on_oom = 1;
 	s->running = co;
+	if (k->cancel_id == (sig_atomic_t)k->call_id) ms_lua_trip(s, MS_TRIP_CANCEL); /* cancelled early */
 	set_timer(timeout_s);
 	for (;;) {
 		int nres = 0;
