@@ -61,6 +61,28 @@ TEST(query_and_headers) {
 	CHECK(ms_http_req_header(&r, "x-b") == NULL);
 }
 
+static void noop_handler(ms_http_req *req, void *ud) {
+	(void)ud;
+	ms_http_respond(req, 204, NULL, NULL, 0);
+}
+
+TEST(server_lifecycle) {
+	uv_loop_t loop;
+	CHECK_INT(uv_loop_init(&loop), 0);
+	ms_http_server *a = NULL, *b = NULL;
+	CHECK_INT(ms_http_server_new(&loop, "127.0.0.1", 0, NULL, noop_handler, NULL, &a), 0);
+	int port = ms_http_server_port(a);
+	CHECK(port > 0);
+	CHECK_INT(ms_http_server_inflight(a), 0);
+	/* the same port again: busy, and nothing leaks */
+	CHECK_INT(ms_http_server_new(&loop, "127.0.0.1", port, NULL, noop_handler, NULL, &b), MS_EBUSY);
+	CHECK(b == NULL);
+	CHECK_INT(ms_http_server_new(&loop, "not-an-address", 0, NULL, noop_handler, NULL, &b), MS_EINVAL);
+	ms_http_server_close(a);
+	CHECK_INT(uv_run(&loop, UV_RUN_DEFAULT), 0);
+	CHECK_INT(uv_loop_close(&loop), 0);
+}
+
 /* ---------------------------------------------------------------- the test server */
 
 static char root_dir[256], outside_file[300];
