@@ -595,6 +595,10 @@ TEST(limits_status_codes) {
 	CHECK_INT(r.status, 400);
 	simple("GET / HTTP/1.1\r\nBad Header\r\n\r\n", &r, 0);
 	CHECK_INT(r.status, 400);
+	simple("POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\nContent-Length: 1\r\n\r\nx", &r, 0);
+	CHECK_INT(r.status, 417);
+	simple("GET /echo HTTP/2.0\r\nHost: x\r\n\r\n", &r, 0);
+	CHECK(r.status == 505 || r.status == 400);
 	/* after all that the server still answers */
 	simple("GET /echo?a=ok HTTP/1.1\r\nHost: x\r\n\r\n", &r, 0);
 	CHECK_INT(r.status, 200);
