@@ -970,3 +970,68 @@ TEST(access_log_and_drain) {
 	CHECK_MSG(strstr(log, " 127.0.0.1\n") != NULL, "log: %.500s", log);
 	free(log);
 }
+
+/* ---------------------------------------------------------------- abuse */
+
+/* Many clients doing rude things at once: pipelining and leaving, half requests, reading
+ * half a stream. The server must keep serving and (under ASan) exit with nothing leaked. */
+TEST(rude_clients) {
+	start_server(64);
+	static const char *const reqs[] = {
+		"GET /echo?a=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET /static/page.html HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\n",
+		"GET /static/big.bin HTTP/1.1\r\n\r\n",
+		"GET /stream?n=50&ms=2 HTTP/1.1\r\n\r\n",
+		"GET /sse?n=50&ms=2&hb=5 HTTP/1.1\r\n\r\n",
+		"GET /delay?ms=20 HTTP/1.1\r\n\r\n",
+		"GET /late?ms=20 HTTP/1.1\r\n\r\n",
+		"GET /hold HTTP/1.1\r\n\r\n",
+		"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
+		"POST /echo HTTP/1.1\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n",
+		"GET /echo HTTP/1.1\r\nX-Partial: ",
+	};
+	enum { N = 24 };
+	client cs[N];
+	for (int i = 0; i < N; i++) cs[i] = (client){.fd = -1};
+	srand(12345);
+	for (int step = 0; step < 600; step++) {
+		client *c = &cs[rand() % N];
+		int act = rand() % 4;
+		if (c->fd < 0) {
+			cli_open(c);
+			struct timeval tv = {0, 20000};
+			setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+		}
+		if (act <= 1) {
+			int k = 1 + rand() % 3;
+			for (int j = 0; j < k; j++) {
+				const char *q = reqs[rand() % MS_ARRAY_LEN(reqs)];
+				if (send(c->fd, q, strlen(q), MSG_NOSIGNAL) < 0) break;
+			}
+		} else if (act == 2) {
+			c->len = 0;
+			cli_fill(c);
+		} else {
+			if (rand() % 2) { /* reset instead of a clean close */
+				struct linger lg = {1, 0};
+				setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+			}
+			cli_close(c);
+		}
+	}
+	for (int i = 0; i < N; i++) cli_free(&cs[i]);
+	/* everything settles: the server still answers and holds no request but /stats */
+	resp r = {0};
+	int inflight = -1;
+	for (int i = 0; i < 300 && inflight != 1; i++) {
+		simple("GET /stats HTTP/1.1\r\nHost: x\r\n\r\n", &r, 0);
+		const char *p = strstr(r.body, "\"inflight\":");
+		inflight = p ? atoi(p + 11) : -1;
+		if (inflight != 1) usleep(10000);
+	}
+	CHECK_MSG(inflight == 1, "inflight %d: %s", inflight, r.body);
+	simple("GET /static/a.txt HTTP/1.1\r\nHost: x\r\n\r\n", &r, 0);
+	CHECK_STR(r.body, "hello\n");
+	resp_free(&r);
+	stop_server();
+}
