@@ -19,9 +19,13 @@
 #define CRASH_LIMIT 5
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 10000
+/* Workers loading at once, host-wide: starting every app's worker together on a small
+ * machine makes each start slow enough to pass its time limit. */
+#define MAX_STARTING 4
 
 static void dispatch(ms_app *app);
 static void spawn_worker(ms_app *app);
+static void start_done(ms_host *h);
 static void maybe_free_app(ms_app *app);
 
 const char *ms_stage_name(ms_stage s) {
@@ -178,7 +182,10 @@ static void on_worker_exit(ms_worker *w, int64_t status, int sig, const char *re
 	ms_models_cancel(aw, -1);
 	int idx = worker_index(app, aw);
 	if (idx >= 0) app->workers[idx] = app->workers[--app->n_workers];
-	if (!aw->ready) app->starting--;
+	if (!aw->ready) {
+		app->starting--;
+		start_done(h);
+	}
 	char why[512];
 	if (reason) snprintf(why, sizeof why, "%s", reason);
 	else if (sig) snprintf(why, sizeof why, "%s (signal %d)", signal_reason(sig), sig);
@@ -281,6 +288,7 @@ static void on_ready(ms_app_worker *aw, json_t *msg) {
 	if (!valid_interface(msg)) return protocol_violation(aw, "\"ready\" without a valid endpoints list");
 	aw->ready = 1;
 	app->starting--;
+	start_done(app->host);
 	uv_timer_stop(&aw->deadline);
 	if (aw->src == app->src) {
 		json_decref(app->iface);
@@ -389,8 +397,11 @@ static void spawn_worker(ms_app *app) {
 	}
 	app->workers[app->n_workers++] = aw;
 	app->starting++;
+	h->starting++;
 	send_to_worker(aw, init_message(app, aw->src));
-	/* loading runs app code too: it gets the same time limit as a call */
+	/* loading runs app code too: it gets the same time limit as a call. The loop's clock
+	 * may be stale here (the first scan runs before the loop), so refresh it first. */
+	uv_update_time(h->loop);
 	uv_timer_start(&aw->deadline, on_deadline, (uint64_t)app->timeout_s * 1000 + 1000, 0);
 }
 
@@ -437,6 +448,7 @@ static void start_call(ms_app_worker *aw, ms_call *call) {
 				json_object_get(ep, "api_name"), "data", call->data, "session",
 				call->session ? call->session->hash : call->event_id, "seed", (int)(seed & 0x7fffffff));
 	send_to_worker(aw, msg);
+	uv_update_time(app->host->loop);
 	uv_timer_start(&aw->deadline, on_deadline, (uint64_t)app->timeout_s * 1000 + 1000, 0);
 	ms_call_started(call);
 }
@@ -463,10 +475,24 @@ static void dispatch(ms_app *app) {
 	if (want > app->concurrency) want = app->concurrency;
 	if (want < 1) want = 1;
 	while (have < want) {
+		if (h->starting >= MAX_STARTING) {
+			app->start_waiting = 1; /* start_done() comes back when a start slot frees */
+			break;
+		}
 		spawn_worker(app);
 		have++;
 	}
 	if (started && app->queue_head) send_estimations(app);
+}
+
+/* A worker finished starting (ready or dead): let apps waiting for a start slot go on. */
+static void start_done(ms_host *h) {
+	h->starting--;
+	for (ms_app *a = h->apps; a && h->starting < MAX_STARTING; a = a->next)
+		if (a->start_waiting) {
+			a->start_waiting = 0;
+			dispatch(a);
+		}
 }
 
 int ms_app_enqueue(ms_app *app, ms_call *call) {

@@ -72,6 +72,7 @@ struct ms_app {
 	ms_app_worker *workers[MS_APP_MAX_WORKERS];
 	int n_workers;
 	int starting;         /* workers spawned but not ready */
+	int start_waiting;    /* wants a worker but the host-wide start limit was reached */
 
 	ms_call *queue_head, *queue_tail; /* calls waiting for a worker */
 	int queued;
@@ -160,6 +161,7 @@ struct ms_host {
 	ms_call *retained_head, *retained_tail; /* finished calls, oldest first */
 	int n_retained;
 	int call_seq;
+	int starting;         /* app workers loading, host-wide */
 	uv_timer_t sweep_timer;
 	uv_signal_t sigint, sigterm;
 	uv_timer_t shutdown_timer;

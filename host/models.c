@@ -33,6 +33,7 @@ struct ms_model_proc {
 	char dir[PATH_MAX];
 	ms_worker *proc;
 	int ready;
+	int dying;               /* killed (idle unload), exit not seen yet */
 	uv_timer_t idle;
 	model_req *reqs;
 	ms_model_proc *next;
@@ -120,10 +121,13 @@ static void on_model_log(ms_worker *w, const char *line, void *ud) {
 	MS_INFO("models", "%s: %s", m->spec, line);
 }
 
+static int start_model(ms_model_proc *m, char *err, size_t errlen);
+
 static void on_model_exit(ms_worker *w, int64_t status, int sig, const char *reason, void *ud) {
 	ms_model_proc *m = ud;
 	m->proc = NULL;
 	m->ready = 0;
+	m->dying = 0;
 	uv_timer_stop(&m->idle);
 	char why[400];
 	if (reason) snprintf(why, sizeof why, "%s", reason);
@@ -133,10 +137,23 @@ static void on_model_exit(ms_worker *w, int64_t status, int sig, const char *rea
 	char text[800];
 	snprintf(text, sizeof text, "the model worker for %s stopped: %s", m->spec, why);
 	model_req *next;
+	int waiting = 0;
 	for (model_req *r = m->reqs; r; r = next) {
 		next = r->next;
+		if (r->msg) { /* never sent (it came while an idle worker was going away): keep it */
+			waiting = 1;
+			continue;
+		}
 		reply_error(r->aw, r->app_req, text);
 		unlink_req(m, r);
+	}
+	char err[600];
+	if (waiting && start_model(m, err, sizeof err)) {
+		for (model_req *r = m->reqs; r; r = next) {
+			next = r->next;
+			reply_error(r->aw, r->app_req, err);
+			unlink_req(m, r);
+		}
 	}
 }
 
@@ -144,6 +161,8 @@ static void on_idle(uv_timer_t *t) {
 	ms_model_proc *m = t->data;
 	if (m->reqs || !m->proc) return;
 	MS_INFO("models", "%s unloaded after %d s without calls", m->spec, m->host->cfg->model_idle);
+	m->dying = 1;
+	m->ready = 0;
 	ms_worker_kill(m->proc, "unloaded while idle");
 }
 

@@ -23,6 +23,21 @@
 
 #include "runtime/model.h"
 #include "runtime/tokenizer.h"
+
+/* Chat templates come from runtime/jinja.c (its own module); without it the worker simply
+ * does not offer "chat". */
+#if __has_include("runtime/jinja.h")
+#include "runtime/jinja.h"
+#else
+int ms_chat_template_render(const char *tmpl, const json_t *messages, const char *bos_token, const char *eos_token,
+			    int add_generation_prompt, const json_t *extra_vars, char **out, char *err, size_t errlen);
+#endif
+#if !__has_include("runtime/jinja.c")
+#pragma weak ms_chat_template_render
+#define JINJA_LINKED() (ms_chat_template_render != NULL)
+#else
+#define JINJA_LINKED() 1
+#endif
 #include "sandbox/frame.h"
 
 #if !__has_include("runtime/tokenizer.c") /* not landed yet: link anyway, fail at run time */
@@ -127,7 +142,33 @@ static double num(json_t *args, const char *key, double def) {
 	return json_is_number(v) ? json_number_value(v) : def;
 }
 
-static void start_generate(json_int_t id, json_t *args) {
+static int can_chat(void) {
+	ms_tokenizer *tok = ms_model_tokenizer(model);
+	return JINJA_LINKED() && tok && TOK_LINKED(ms_tokenizer_chat_template) && ms_tokenizer_chat_template(tok);
+}
+
+/* chat: the messages rendered through the checkpoint's chat template, as transformers'
+ * apply_chat_template(add_generation_prompt=True); the template writes the special tokens
+ * itself, so the text is encoded without the post-processor's. */
+static char *render_chat(json_t *args, char *err, size_t errlen) {
+	json_t *msgs = json_object_get(args, "messages");
+	if (!json_is_array(msgs)) {
+		ms_errf(err, errlen, MS_EINVAL, "chat: messages must be an array");
+		return NULL;
+	}
+	if (!can_chat()) {
+		ms_errf(err, errlen, MS_EUNSUPPORTED, "chat: this checkpoint has no chat template");
+		return NULL;
+	}
+	ms_tokenizer *tok = ms_model_tokenizer(model);
+	char *out = NULL;
+	if (ms_chat_template_render(ms_tokenizer_chat_template(tok), msgs, ms_tokenizer_bos_token(tok),
+				    ms_tokenizer_eos_token(tok), 1, NULL, &out, err, errlen) != 0)
+		return NULL;
+	return out;
+}
+
+static void start_generate(json_int_t id, json_t *args, int chat) {
 	if (!json_is_object(args)) return send_error(id, "generate: args must be an object");
 	if (n_active >= MAX_REQS) return send_error(id, "busy: too many requests in flight");
 	req *r = calloc(1, sizeof *r);
@@ -159,7 +200,12 @@ static void start_generate(json_int_t id, json_t *args) {
 	int rc;
 	json_t *pids = json_object_get(args, "prompt_ids");
 	const char *prompt = json_string_value(json_object_get(args, "prompt"));
-	if (json_is_array(pids) && json_array_size(pids) > 0) {
+	char *rendered = NULL;
+	if (chat) {
+		rendered = render_chat(args, err, sizeof err);
+		rc = rendered ? ms_model_encode_prompt(model, rendered, 0, &ids, &n, err, sizeof err) : MS_EINVAL;
+		free(rendered);
+	} else if (json_is_array(pids) && json_array_size(pids) > 0) {
 		r->ids_mode = 1;
 		n = json_array_size(pids);
 		ids = malloc(n * sizeof *ids);
@@ -326,7 +372,7 @@ static void handle(json_t *m) {
 	const char *op = json_string_value(json_object_get(m, "op"));
 	json_t *args = json_object_get(m, "args");
 	if (!op) return send_error(id, "op missing");
-	if (strcmp(op, "generate") == 0) start_generate(id, args);
+	if (strcmp(op, "generate") == 0 || strcmp(op, "chat") == 0) start_generate(id, args, op[0] == 'c');
 	else quick_op(id, op, args);
 }
 
@@ -349,7 +395,8 @@ static int init(void) {
 	char err[1024] = "";
 	int rc = MS_EPROTO;
 	if (t && strcmp(t, "init") == 0 && path) {
-		ms_model_opts o = {json_is_integer(th) ? (int)json_integer_value(th) : 1};
+		ms_model_opts o = {.n_threads = json_is_integer(th) ? (int)json_integer_value(th) : 1,
+				   .q8 = json_is_true(json_object_get(m, "q8"))};
 		rc = ms_model_load(path, &o, &model, err, sizeof err);
 	} else {
 		snprintf(err, sizeof err, "expected {\"t\":\"init\",\"path\":...}");
@@ -363,6 +410,7 @@ static int init(void) {
 	json_t *tasks = json_array();
 	int causal = c->arch == MS_ARCH_LLAMA || c->arch == MS_ARCH_GPT2;
 	if (causal) json_array_append_new(tasks, json_string("generate"));
+	if (causal && can_chat()) json_array_append_new(tasks, json_string("chat"));
 	if (c->has_classifier) json_array_append_new(tasks, json_string("classify"));
 	if (!causal) json_array_append_new(tasks, json_string("embed"));
 	if (ms_model_tokenizer(model)) {
@@ -370,7 +418,7 @@ static int init(void) {
 		json_array_append_new(tasks, json_string("detokenize"));
 	}
 	send_json(json_pack("{s:s, s:s, s:o, s:b}", "t", "ready", "arch", arch_short(c->arch), "tasks", tasks,
-			    "chat_template", 0));
+			    "chat_template", causal && can_chat()));
 	return 0;
 }
 

@@ -16,9 +16,10 @@ async function attack(host, name) {
   const id = "attack/" + name.replace(/_/g, "-");
   const t0 = Date.now();
   const limit = 2000 + 2000 + 1500; // card timeout 2 s + 2 s, + slack for a loaded CI machine
-  // wait for the app to start (or fail to start: a load-time attack)
+  // wait for the app to start (or fail to start: a load-time attack); the host starts a
+  // few workers at a time, so an app may wait for its turn first
   let info;
-  while (Date.now() - t0 < limit) {
+  while (Date.now() - t0 < 60000) {
     info = await (await fetch(`${host.url}/api/spaces/${id}`)).json();
     if (info.runtime && info.runtime.stage !== "BUILDING") break;
     await sleep(50);
