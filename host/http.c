@@ -31,6 +31,7 @@ enum { R_NONE, R_PENDING, R_STREAM, R_FILE, R_DONE };
 #define FILE_CHUNK (256u << 10)
 #define FILE_HIGH_WATER (512u << 10)
 #define LINGER_MS 1000
+#define STREAM_MAX_QUEUED (16u << 20) /* a stream reader this far behind is dropped */
 
 typedef struct conn conn;
 
@@ -710,6 +711,10 @@ static int cb_headers_complete(llhttp_t *p) {
 	conn *c = CONN(p);
 	hreq *r = c->rq;
 	ms_http_server *s = c->srv;
+	if (p->http_major != 1) {
+		c->err_status = 505;
+		return -1;
+	}
 	if (req_parse_target(c, r) != 0) {
 		c->err_status = 400;
 		return -1;
@@ -722,7 +727,11 @@ static int cb_headers_complete(llhttp_t *p) {
 	}
 	if (has_body) {
 		const char *ex = ms_http_req_header(&r->pub, "expect");
-		if (ex && strcasecmp(ex, "100-continue") == 0 && !r->http10) {
+		if (ex && strcasecmp(ex, "100-continue") != 0) {
+			c->err_status = 417;
+			return -1;
+		}
+		if (ex && !r->http10) {
 			static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
 			uv_buf_t b = uv_buf_init((char *)cont, sizeof cont - 1);
 			conn_write(c, &b, 1);
@@ -781,7 +790,9 @@ static void conn_process(conn *c) {
 			int st = c->err_status ? c->err_status : 400;
 			const char *why = st == 414 ? "request target too long" :
 					  st == 431 ? "request headers too large" :
-					  st == 413 ? "request body too large" : llhttp_get_error_reason(&c->parser);
+					  st == 413 ? "request body too large" :
+					  st == 417 ? "only Expect: 100-continue is supported" :
+					  st == 505 ? "only HTTP/1.x is supported" : llhttp_get_error_reason(&c->parser);
 			conn_error(c, st, why && !strchr(why, '"') ? why : "malformed request");
 			break;
 		}
@@ -1178,6 +1189,7 @@ int ms_http_stream_write(ms_http_req *req, const void *data, size_t len) {
 	if (!r) return MS_ECLOSED;
 	if (len == 0 || r->pub.is_head) return 0;
 	conn *c = r->conn;
+	if (c->queued > STREAM_MAX_QUEUED) return conn_fail(c); /* the client stopped reading */
 	r->bytes += len;
 	if (!r->chunked) {
 		uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);

@@ -61,6 +61,28 @@ TEST(query_and_headers) {
 	CHECK(ms_http_req_header(&r, "x-b") == NULL);
 }
 
+static void noop_handler(ms_http_req *req, void *ud) {
+	(void)ud;
+	ms_http_respond(req, 204, NULL, NULL, 0);
+}
+
+TEST(server_lifecycle) {
+	uv_loop_t loop;
+	CHECK_INT(uv_loop_init(&loop), 0);
+	ms_http_server *a = NULL, *b = NULL;
+	CHECK_INT(ms_http_server_new(&loop, "127.0.0.1", 0, NULL, noop_handler, NULL, &a), 0);
+	int port = ms_http_server_port(a);
+	CHECK(port > 0);
+	CHECK_INT(ms_http_server_inflight(a), 0);
+	/* the same port again: busy, and nothing leaks */
+	CHECK_INT(ms_http_server_new(&loop, "127.0.0.1", port, NULL, noop_handler, NULL, &b), MS_EBUSY);
+	CHECK(b == NULL);
+	CHECK_INT(ms_http_server_new(&loop, "not-an-address", 0, NULL, noop_handler, NULL, &b), MS_EINVAL);
+	ms_http_server_close(a);
+	CHECK_INT(uv_run(&loop, UV_RUN_DEFAULT), 0);
+	CHECK_INT(uv_loop_close(&loop), 0);
+}
+
 /* ---------------------------------------------------------------- the test server */
 
 static char root_dir[256], outside_file[300];
@@ -573,6 +595,10 @@ TEST(limits_status_codes) {
 	CHECK_INT(r.status, 400);
 	simple("GET / HTTP/1.1\r\nBad Header\r\n\r\n", &r, 0);
 	CHECK_INT(r.status, 400);
+	simple("POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\nContent-Length: 1\r\n\r\nx", &r, 0);
+	CHECK_INT(r.status, 417);
+	simple("GET /echo HTTP/2.0\r\nHost: x\r\n\r\n", &r, 0);
+	CHECK(r.status == 505 || r.status == 400);
 	/* after all that the server still answers */
 	simple("GET /echo?a=ok HTTP/1.1\r\nHost: x\r\n\r\n", &r, 0);
 	CHECK_INT(r.status, 200);
@@ -943,4 +969,69 @@ TEST(access_log_and_drain) {
 	CHECK_MSG(strstr(log, "info http: GET /static/nope 404 ") != NULL, "log: %.500s", log);
 	CHECK_MSG(strstr(log, " 127.0.0.1\n") != NULL, "log: %.500s", log);
 	free(log);
+}
+
+/* ---------------------------------------------------------------- abuse */
+
+/* Many clients doing rude things at once: pipelining and leaving, half requests, reading
+ * half a stream. The server must keep serving and (under ASan) exit with nothing leaked. */
+TEST(rude_clients) {
+	start_server(64);
+	static const char *const reqs[] = {
+		"GET /echo?a=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET /static/page.html HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\n",
+		"GET /static/big.bin HTTP/1.1\r\n\r\n",
+		"GET /stream?n=50&ms=2 HTTP/1.1\r\n\r\n",
+		"GET /sse?n=50&ms=2&hb=5 HTTP/1.1\r\n\r\n",
+		"GET /delay?ms=20 HTTP/1.1\r\n\r\n",
+		"GET /late?ms=20 HTTP/1.1\r\n\r\n",
+		"GET /hold HTTP/1.1\r\n\r\n",
+		"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
+		"POST /echo HTTP/1.1\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n",
+		"GET /echo HTTP/1.1\r\nX-Partial: ",
+	};
+	enum { N = 24 };
+	client cs[N];
+	for (int i = 0; i < N; i++) cs[i] = (client){.fd = -1};
+	srand(12345);
+	for (int step = 0; step < 600; step++) {
+		client *c = &cs[rand() % N];
+		int act = rand() % 4;
+		if (c->fd < 0) {
+			cli_open(c);
+			struct timeval tv = {0, 20000};
+			setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+		}
+		if (act <= 1) {
+			int k = 1 + rand() % 3;
+			for (int j = 0; j < k; j++) {
+				const char *q = reqs[rand() % MS_ARRAY_LEN(reqs)];
+				if (send(c->fd, q, strlen(q), MSG_NOSIGNAL) < 0) break;
+			}
+		} else if (act == 2) {
+			c->len = 0;
+			cli_fill(c);
+		} else {
+			if (rand() % 2) { /* reset instead of a clean close */
+				struct linger lg = {1, 0};
+				setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+			}
+			cli_close(c);
+		}
+	}
+	for (int i = 0; i < N; i++) cli_free(&cs[i]);
+	/* everything settles: the server still answers and holds no request but /stats */
+	resp r = {0};
+	int inflight = -1;
+	for (int i = 0; i < 300 && inflight != 1; i++) {
+		simple("GET /stats HTTP/1.1\r\nHost: x\r\n\r\n", &r, 0);
+		const char *p = strstr(r.body, "\"inflight\":");
+		inflight = p ? atoi(p + 11) : -1;
+		if (inflight != 1) usleep(10000);
+	}
+	CHECK_MSG(inflight == 1, "inflight %d: %s", inflight, r.body);
+	simple("GET /static/a.txt HTTP/1.1\r\nHost: x\r\n\r\n", &r, 0);
+	CHECK_STR(r.body, "hello\n");
+	resp_free(&r);
+	stop_server();
 }
