@@ -217,7 +217,7 @@ static void on_worker_exit(ms_worker *w, int64_t status, int sig, const char *re
 	else snprintf(why, sizeof why, "it exited with status %lld", (long long)status);
 	/* status 3: a hard stop, the worker ended a runaway call itself after answering it
 	 * (sandbox/PROTOCOL.md); a replacement starts, but it is no crash */
-	int hard_stop = !sig && status == 3 && !aw->call;
+	int hard_stop = !sig && status == 3 && aw->ready && !aw->call;
 	int expected = aw->retiring || app->removed || h->shutting_down || hard_stop;
 	if (!expected) {
 		ms_app_log(app, "[moonspace] worker %d stopped: %s", (int)ms_worker_pid(w), why);

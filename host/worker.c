@@ -74,12 +74,9 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int sig) {
 	w->exited = 1;
 	w->exit_status = status;
 	w->term_signal = sig;
-	/* the process is gone: whatever is still in the pipes is read before they close */
+	/* the process is gone: its socket and pipes are read to their end (a last frame may
+	 * still be in them, e.g. the answer before a hard stop) and close on EOF */
 	close_handle(w, (uv_handle_t *)p);
-	if (!w->sock_closed) {
-		w->sock_closed = 1;
-		close_handle(w, (uv_handle_t *)&w->sock);
-	}
 }
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {

@@ -35,7 +35,7 @@ s.test("/api/spaces lists the apps as the Hub does, pinned first", async ({ host
 s.test("/api/spaces searches, filters by tag, sorts and pages", async ({ host }) => {
   const q = async (qs) => (await (await fetch(host.url + "/api/spaces?" + qs)).json()).map((a) => a.id);
   assertEq(await q("search=eliza"), ["moonspace/eliza-chat"]);
-  assertEq(await q("tag=streaming"), ["moonspace/streaming-demo"]);
+  assertEq(await q("tag=state"), ["moonspace/eliza-chat"]);
   const byName = await q("sort=name");
   assertEq(byName[0], "moonspace/hello", "pinned first even by name");
   assertEq((await q("sort=name&limit=2")).length, 2);
