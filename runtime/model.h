@@ -9,7 +9,7 @@
  *   ms_model_generate(m, "Once upon a time", &o, on_piece, ud, &stats, err, sizeof err);
  *   ms_model_free(m);
  *
- * A model is read-only after load; sessions (KV caches) are per sequence. Calls on one
+ * A model is read-only after load; sequences (ms_seq: a KV cache each) are per generation. Calls on one
  * model must not overlap (one thread pool per model).
  */
 #ifndef MS_MODEL_H
@@ -52,7 +52,7 @@ int ms_seq_pos(const ms_seq *s);
 int ms_seq_forward(ms_seq *s, const int32_t *ids, size_t n, float *logits_last, float *logits_all,
 		       const atomic_int *cancel);
 
-/* One decode step for n distinct sessions of one model at once (batched generation: the
+/* One decode step for n distinct sequences of one model at once (batched generation: the
  * weights are read once for all rows): ids[i] is fed to sess[i] at its position, and
  * logits[i*vocab ...] receives its next-token logits. */
 int ms_seq_step_batch(ms_seq *const *sess, const int32_t *ids, size_t n, float *logits,

@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +40,7 @@ int ms_chat_template_render(const char *tmpl, const json_t *messages, const char
 #define JINJA_LINKED() 1
 #endif
 #include "sandbox/frame.h"
+#include "sandbox/isolate.h"
 
 #if !__has_include("runtime/tokenizer.c") /* not landed yet: link anyway, fail at run time */
 #pragma weak ms_tokenizer_encode
@@ -68,7 +70,7 @@ typedef struct msg_node {
 static int sock_fd = 3;
 static ms_model *model;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER, park = PTHREAD_COND_INITIALIZER;
 static msg_node *q_head, *q_tail;
 static int reader_eof;
 static req *active[MAX_REQS]; /* guarded by mu for the reader's cancel lookups */
@@ -96,8 +98,9 @@ static void *reader_main(void *arg) {
 			reader_eof = 1;
 			atomic_store(&batch_cancel, 1);
 			pthread_cond_signal(&cv);
-			pthread_mutex_unlock(&mu);
-			return NULL;
+			/* park until the main thread ends the process: a thread exiting under the
+			 * seccomp filter can trip it (sanitizer runtimes call prctl there) */
+			for (;;) pthread_cond_wait(&park, &mu);
 		}
 		const char *t = json_string_value(json_object_get(m, "t"));
 		if (t && strcmp(t, "cancel") == 0) {
@@ -120,6 +123,7 @@ static void *reader_main(void *arg) {
 		pthread_cond_signal(&cv);
 		pthread_mutex_unlock(&mu);
 	}
+	return NULL;
 }
 
 static int on_piece(void *ud, const char *text, size_t len) {
@@ -386,6 +390,8 @@ static const char *arch_short(ms_arch a) {
 	}
 }
 
+static pthread_t reader;
+
 static int init(void) {
 	json_t *m = NULL;
 	if (ms_frame_read_json_fd(sock_fd, &m, MS_FRAME_MAX_DEFAULT) != 0) return 1;
@@ -401,11 +407,36 @@ static int init(void) {
 	} else {
 		snprintf(err, sizeof err, "expected {\"t\":\"init\",\"path\":...}");
 	}
-	json_decref(m);
+	json_t *m_init = m;
 	if (rc != 0) {
 		send_json(json_pack("{s:s, s:s}", "t", "init_error", "message", err[0] ? err : ms_strerror(rc)));
+		json_decref(m_init);
 		return 1;
 	}
+	/* every thread exists before the lock-down (sanitizer runtimes make syscalls the
+	 * filter refuses when a thread starts) */
+	if (pthread_create(&reader, NULL, reader_main, NULL) != 0) {
+		send_json(json_pack("{s:s, s:s}", "t", "init_error", "message", "cannot start a thread"));
+		json_decref(m_init);
+		return 1;
+	}
+	/* Lock down before serving any request. The checkpoint is read before (the
+	 * lock-down forbids opening files); it arrives as a directory the host opened, runs as
+	 * nobody, and its parsers are fuzzed under ASan. Threads are allowed (the pool's
+	 * workers exist already; the reader starts next). */
+	json_t *mem = json_object_get(m_init, "memory_mb");
+	ms_isolate_opts iso = {.memory_mb = json_is_integer(mem) && json_integer_value(mem) > 0
+						    ? (size_t)json_integer_value(mem)
+						    : 8192,
+			       .keep_fd = sock_fd > 2 ? sock_fd : 2,
+			       .allow_threads = 1};
+	if (ms_isolate_apply(&iso, err, sizeof err) != 0) {
+		send_json(json_pack("{s:s, s:s}", "t", "init_error", "message", err));
+		json_decref(m_init);
+		return 1;
+	}
+	fprintf(stderr, "moonspace-modelworker: %s: %s\n", path, ms_isolate_summary());
+	json_decref(m_init);
 	const ms_config *c = ms_model_config(model);
 	json_t *tasks = json_array();
 	int causal = c->arch == MS_ARCH_LLAMA || c->arch == MS_ARCH_GPT2;
@@ -431,12 +462,14 @@ int main(int argc, char **argv) {
 			return 2;
 		}
 	}
+	/* the lock-down sets RLIMIT_FSIZE 0: a log line to a stderr that is a regular file
+	 * must fail (EFBIG), not kill the worker */
+	signal(SIGXFSZ, SIG_IGN);
+	signal(SIGPIPE, SIG_IGN);
 	if (init() != 0) {
 		ms_model_free(model);
 		return 1;
 	}
-	pthread_t reader;
-	if (pthread_create(&reader, NULL, reader_main, NULL) != 0) return 1;
 	ms_gen **gens = malloc(MAX_REQS * sizeof *gens);
 	for (;;) {
 		pthread_mutex_lock(&mu);
@@ -465,10 +498,9 @@ int main(int argc, char **argv) {
 			}
 		reap();
 	}
-	/* the host closed the socket: drop everything and exit */
-	for (int i = 0; i < n_active; i++) req_free(active[i]);
+	/* the host closed the socket: nothing in flight matters any more. _exit without
+	 * joining threads (see the reader) */
 	free(gens);
-	pthread_join(reader, NULL);
-	ms_model_free(model);
-	return 0;
+	fflush(stderr);
+	_exit(0);
 }
