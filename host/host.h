@@ -145,6 +145,7 @@ struct ms_session {
 };
 
 #define MS_CALL_BUCKETS 1024
+#define MS_SESSION_BUCKETS 1024
 #define MS_CALL_RETAIN 2000
 
 struct ms_host {
@@ -154,7 +155,7 @@ struct ms_host {
 	ms_store *store;
 	ms_appdir_watch *watch;
 	ms_app *apps;
-	ms_session *sessions;
+	ms_session *sessions[MS_SESSION_BUCKETS]; /* hashed on the session key */
 	ms_model_proc *models;
 	ms_call *calls[MS_CALL_BUCKETS];
 	ms_call *retained_head, *retained_tail; /* finished calls, oldest first */

@@ -61,13 +61,14 @@ static void drop_stale_rows(ms_host *h) {
 }
 
 static void free_host_state(ms_host *h) {
-	while (h->sessions) {
-		ms_session *s = h->sessions;
-		h->sessions = s->next;
-		ms_buf_free(&s->pending);
-		json_decref(s->state);
-		free(s);
-	}
+	for (int b = 0; b < MS_SESSION_BUCKETS; b++)
+		while (h->sessions[b]) {
+			ms_session *s = h->sessions[b];
+			h->sessions[b] = s->next;
+			ms_buf_free(&s->pending);
+			json_decref(s->state);
+			free(s);
+		}
 	for (int b = 0; b < MS_CALL_BUCKETS; b++) {
 		while (h->calls[b]) {
 			ms_call *c = h->calls[b];
