@@ -69,6 +69,11 @@ typedef struct msg_node {
 
 static int sock_fd = 3;
 static ms_model *model;
+/* A repo that holds only tokenizer files (e.g. hf-internal-testing/llama-tokenizer) is
+ * served too: tokenize and detokenize, nothing else. */
+static ms_tokenizer *tok_only;
+
+static ms_tokenizer *tokenizer(void) { return model ? ms_model_tokenizer(model) : tok_only; }
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER, park = PTHREAD_COND_INITIALIZER;
 static msg_node *q_head, *q_tail;
@@ -147,7 +152,7 @@ static double num(json_t *args, const char *key, double def) {
 }
 
 static int can_chat(void) {
-	ms_tokenizer *tok = ms_model_tokenizer(model);
+	ms_tokenizer *tok = tokenizer();
 	return JINJA_LINKED() && tok && TOK_LINKED(ms_tokenizer_chat_template) && ms_tokenizer_chat_template(tok);
 }
 
@@ -164,7 +169,7 @@ static char *render_chat(json_t *args, char *err, size_t errlen) {
 		ms_errf(err, errlen, MS_EUNSUPPORTED, "chat: this checkpoint has no chat template");
 		return NULL;
 	}
-	ms_tokenizer *tok = ms_model_tokenizer(model);
+	ms_tokenizer *tok = tokenizer();
 	char *out = NULL;
 	if (ms_chat_template_render(ms_tokenizer_chat_template(tok), msgs, ms_tokenizer_bos_token(tok),
 				    ms_tokenizer_eos_token(tok), 1, NULL, &out, err, errlen) != 0)
@@ -271,9 +276,9 @@ static int text_ids(json_t *args, int32_t **ids, size_t *n, char *err, size_t er
 	if (!text) return ms_errf(err, errlen, MS_EINVAL, "text missing");
 	json_t *sp = json_object_get(args, "special");
 	int special = json_is_boolean(sp) ? json_is_true(sp) : 1;
-	if (!ms_model_tokenizer(model) || !TOK_LINKED(ms_tokenizer_encode))
+	if (!tokenizer() || !TOK_LINKED(ms_tokenizer_encode))
 		return ms_errf(err, errlen, MS_EUNSUPPORTED, "this checkpoint has no tokenizer");
-	int rc = ms_tokenizer_encode(ms_model_tokenizer(model), text, strlen(text), special, ids, n);
+	int rc = ms_tokenizer_encode(tokenizer(), text, strlen(text), special, ids, n);
 	return rc ? ms_errf(err, errlen, rc, "tokenize: %s", ms_strerror(rc)) : 0;
 }
 
@@ -282,10 +287,12 @@ static void quick_op(json_int_t id, const char *op, json_t *args) {
 	int32_t *ids = NULL;
 	size_t n = 0;
 	json_t *result = NULL;
-	const ms_config *c = ms_model_config(model);
+	const ms_config *c = model ? ms_model_config(model) : NULL;
 	int rc;
 	if (!json_is_object(args)) {
 		rc = ms_errf(err, sizeof err, MS_EINVAL, "%s: args must be an object", op);
+	} else if (!model && strcmp(op, "tokenize") != 0 && strcmp(op, "detokenize") != 0) {
+		rc = ms_errf(err, sizeof err, MS_EUNSUPPORTED, "%s: this repository holds only a tokenizer (tokenize and detokenize work)", op);
 	} else if (strcmp(op, "tokenize") == 0) {
 		if ((rc = text_ids(args, &ids, &n, err, sizeof err)) == 0) {
 			result = json_array();
@@ -294,14 +301,14 @@ static void quick_op(json_int_t id, const char *op, json_t *args) {
 	} else if (strcmp(op, "detokenize") == 0) {
 		json_t *a = json_object_get(args, "ids");
 		rc = json_is_array(a) ? 0 : ms_errf(err, sizeof err, MS_EINVAL, "detokenize: ids missing");
-		if (rc == 0 && (!ms_model_tokenizer(model) || !TOK_LINKED(ms_tokenizer_decode)))
+		if (rc == 0 && (!tokenizer() || !TOK_LINKED(ms_tokenizer_decode)))
 			rc = ms_errf(err, sizeof err, MS_EUNSUPPORTED, "this checkpoint has no tokenizer");
 		if (rc == 0) {
 			n = json_array_size(a);
 			ids = malloc((n + 1) * sizeof *ids);
 			for (size_t i = 0; ids && i < n; i++) ids[i] = (int32_t)json_integer_value(json_array_get(a, i));
 			char *text = NULL;
-			rc = ids ? ms_tokenizer_decode(ms_model_tokenizer(model), ids, n, 1, &text) : MS_ENOMEM;
+			rc = ids ? ms_tokenizer_decode(tokenizer(), ids, n, 1, &text) : MS_ENOMEM;
 			if (rc == 0) result = json_string(text ? text : "");
 			else ms_errf(err, sizeof err, rc, "detokenize: %s", ms_strerror(rc));
 			free(text);
@@ -376,7 +383,9 @@ static void handle(json_t *m) {
 	const char *op = json_string_value(json_object_get(m, "op"));
 	json_t *args = json_object_get(m, "args");
 	if (!op) return send_error(id, "op missing");
-	if (strcmp(op, "generate") == 0 || strcmp(op, "chat") == 0) start_generate(id, args, op[0] == 'c');
+	if (!model && (strcmp(op, "generate") == 0 || strcmp(op, "chat") == 0))
+		send_error(id, "this repository holds only a tokenizer: it cannot generate");
+	else if (strcmp(op, "generate") == 0 || strcmp(op, "chat") == 0) start_generate(id, args, op[0] == 'c');
 	else quick_op(id, op, args);
 }
 
@@ -392,6 +401,14 @@ static const char *arch_short(ms_arch a) {
 
 static pthread_t reader;
 
+static int only_tokenizer(const char *dir) {
+	char p[4096];
+	snprintf(p, sizeof p, "%s/config.json", dir);
+	if (access(p, F_OK) == 0) return 0;
+	snprintf(p, sizeof p, "%s/tokenizer.json", dir);
+	return access(p, R_OK) == 0;
+}
+
 static int init(void) {
 	json_t *m = NULL;
 	if (ms_frame_read_json_fd(sock_fd, &m, MS_FRAME_MAX_DEFAULT) != 0) return 1;
@@ -404,6 +421,10 @@ static int init(void) {
 		ms_model_opts o = {.n_threads = json_is_integer(th) ? (int)json_integer_value(th) : 1,
 				   .q8 = json_is_true(json_object_get(m, "q8"))};
 		rc = ms_model_load(path, &o, &model, err, sizeof err);
+		if (rc != 0 && only_tokenizer(path)) {
+			err[0] = 0;
+			rc = ms_tokenizer_load(path, &tok_only, err, sizeof err);
+		}
 	} else {
 		snprintf(err, sizeof err, "expected {\"t\":\"init\",\"path\":...}");
 	}
@@ -437,6 +458,11 @@ static int init(void) {
 	}
 	fprintf(stderr, "moonspace-modelworker: %s: %s\n", path, ms_isolate_summary());
 	json_decref(m_init);
+	if (!model) {
+		send_json(json_pack("{s:s, s:s, s:[s,s], s:b}", "t", "ready", "arch", "tokenizer", "tasks", "tokenize",
+				    "detokenize", "chat_template", 0));
+		return 0;
+	}
 	const ms_config *c = ms_model_config(model);
 	json_t *tasks = json_array();
 	int causal = c->arch == MS_ARCH_LLAMA || c->arch == MS_ARCH_GPT2;
@@ -444,7 +470,7 @@ static int init(void) {
 	if (causal && can_chat()) json_array_append_new(tasks, json_string("chat"));
 	if (c->has_classifier) json_array_append_new(tasks, json_string("classify"));
 	if (!causal) json_array_append_new(tasks, json_string("embed"));
-	if (ms_model_tokenizer(model)) {
+	if (tokenizer()) {
 		json_array_append_new(tasks, json_string("tokenize"));
 		json_array_append_new(tasks, json_string("detokenize"));
 	}
