@@ -326,6 +326,14 @@ typedef struct {
 
 static void mm_task(void *ctx, int t, int nt);
 
+__attribute__((target("avx2,fma"))) static void dequant_row_avx2(const int8_t *q, const float *sc, int k, float *out) {
+	for (int b = 0; b < k / MS_Q8_BLOCK; b++) {
+		__m256 s8 = _mm256_broadcast_ss(sc + b);
+		for (int i = 0; i < MS_Q8_BLOCK; i += 8)
+			_mm256_storeu_ps(out + b * MS_Q8_BLOCK + i, _mm256_mul_ps(q8_load8(q + b * MS_Q8_BLOCK + i), s8));
+	}
+}
+
 /* Many rows of x (prompt chunks, batched streams): dequantise four weight rows at a time
  * into scratch and run the F32 tile on them, instead of dequantising per x row. */
 static int mmq_task_wide(const mmq_job *j, int t, int nt) {
@@ -343,7 +351,9 @@ static int mmq_task_wide(const mmq_job *j, int t, int nt) {
 		for (int r = 0; r < rows; r++) {
 			const int8_t *q = j->w->q + (size_t)(r0 + r) * j->k;
 			const float *sc = j->w->s + (size_t)(r0 + r) * nb;
-			for (int e = 0; e < j->k; e++) wf[(size_t)r * j->k + e] = (float)q[e] * sc[e / MS_Q8_BLOCK];
+			if (j->avx2) dequant_row_avx2(q, sc, j->k, wf + (size_t)r * j->k);
+			else
+				for (int e = 0; e < j->k; e++) wf[(size_t)r * j->k + e] = (float)q[e] * sc[e / MS_Q8_BLOCK];
 		}
 		mm_job mj = {o, j->x, wf, NULL, j->n, rows, j->k, j->avx2};
 		mm_task(&mj, 0, 1);
