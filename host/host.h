@@ -151,6 +151,7 @@ struct ms_host {
 	char modelworker_exe[PATH_MAX + 32];
 	ms_http_server *http;
 	ms_store *store;
+	struct ms_hub_mirror *mirror; /* hub.h: the Hub mirror routes */
 	ms_appdir_watch *watch;
 	ms_app *apps;
 	ms_session *sessions;

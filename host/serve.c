@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "host/host.h"
+#include "host/hub.h"
 
 static void on_sweep(uv_timer_t *t) { ms_sessions_sweep(t->data); }
 
@@ -119,6 +120,12 @@ int ms_serve_main(int argc, char **argv) {
 		ms_store_close(h->store);
 		return 1;
 	}
+	ms_hub_env hub_env;
+	ms_hub_env_load(&hub_env);
+	if (ms_hub_mirror_new(h->loop, cfg.mirror, cfg.n_mirror, hub_env.cache, &h->mirror)) {
+		fprintf(stderr, "moonspace serve: cannot start the Hub mirror\n");
+		return 1;
+	}
 	if (ms_appdir_watch_start(&h->watch, h->loop, (const char *const *)cfg.apps, (size_t)cfg.n_apps,
 				  (unsigned)cfg.rescan_ms, ms_apps_on_change, h)) {
 		fprintf(stderr, "moonspace serve: cannot watch the apps directories\n");
@@ -146,6 +153,7 @@ int ms_serve_main(int argc, char **argv) {
 	fflush(stderr);
 	uv_run(h->loop, UV_RUN_DEFAULT);
 	free_host_state(h);
+	ms_hub_mirror_free(h->mirror);
 	ms_store_close(h->store);
 	uv_loop_close(h->loop);
 	MS_INFO("serve", "stopped cleanly");
