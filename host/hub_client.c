@@ -338,6 +338,10 @@ static void xfer_abort(ms_hub *hub, xfer *x) {
 static int http_error(ms_hub_fetch *f, xfer *x, const char *what, char *msg, size_t len) {
 	const char *ec = x->error_code;
 	const char *em = x->error_msg[0] ? x->error_msg : "";
+	if (!strcmp(ec, "GatedRepo"))
+		return ms_errf(msg, len, MS_EDENIED,
+			       "%s is gated: accept its conditions on %s/%s with your account, then set HF_TOKEN to a token of that account",
+			       f->repo, f->hub->env.endpoint, f->repo);
 	if (!strcmp(ec, "RepoNotFound") || (x->status == 401 && !strstr(em, "Invalid credentials")))
 		return ms_errf(msg, len, MS_ENOENT,
 			       "repository %s not found on %s (check the id; a private or gated repo needs a token: set HF_TOKEN or write it to $HF_HOME/token)",
@@ -346,10 +350,6 @@ static int http_error(ms_hub_fetch *f, xfer *x, const char *what, char *msg, siz
 		return ms_errf(msg, len, MS_ENOENT, "revision '%s' not found in %s (check the branch, tag or commit)", f->rev, f->repo);
 	if (!strcmp(ec, "EntryNotFound"))
 		return ms_errf(msg, len, MS_ENOENT, "%s not found in %s@%s", what, f->repo, f->rev);
-	if (!strcmp(ec, "GatedRepo"))
-		return ms_errf(msg, len, MS_EDENIED,
-			       "%s is gated: accept its conditions on %s/%s with your account, then set HF_TOKEN to a token of that account",
-			       f->repo, f->hub->env.endpoint, f->repo);
 	if (x->status == 401)
 		return ms_errf(msg, len, MS_EDENIED, "the token was refused by %s (invalid credentials): check HF_TOKEN or $HF_HOME/token",
 			       f->hub->env.endpoint);
@@ -552,9 +552,12 @@ static void on_head_done(xfer *x, CURLcode res) {
 			ms_hub_cache_mark_missing(hub->env.cache, f->repo, x->commit, hf->path);
 		if (retryable_status(x->status) && !x->error_code[0]) {
 			long st = x->status;
+			int rc = st == 429 ? http_error(f, x, hf->path, msg, sizeof msg)
+					   : ms_errf(msg, sizeof msg, MS_ENET, "%s: %s keeps answering HTTP %ld; try again later", hf->path,
+						     hub->env.endpoint, st);
 			xfer_free(x);
 			if (file_retry(hf, FS_HEAD) == 0) return;
-			return file_fail(hf, MS_ENET, "%s: %s keeps answering HTTP %ld; try again later", hf->path, hub->env.endpoint, st);
+			return file_fail(hf, rc, "%s", msg);
 		}
 		int rc = http_error(f, x, hf->path, msg, sizeof msg);
 		xfer_free(x);
@@ -703,6 +706,7 @@ static void on_get_done(xfer *x, CURLcode res) {
 	}
 	if (res != CURLE_OK || retryable_status(st)) {
 		int rc = res != CURLE_OK ? net_message(hub, res, x->errbuf, msg, sizeof msg)
+			 : st == 429	 ? http_error(f, x, hf->path, msg, sizeof msg)
 					 : ms_errf(msg, sizeof msg, MS_ENET, "%s: HTTP %ld from %s", hf->path, st, hub->env.endpoint);
 		int retry = res == CURLE_OK || net_error(res) || res == CURLE_WRITE_ERROR;
 		xfer_free(x);
