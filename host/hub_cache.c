@@ -397,7 +397,7 @@ int ms_hub_cache_ls(const char *cache, ms_buf *out) {
 		while ((se = readdir(sd))) {
 			if (!ms_hub_is_commit(se->d_name)) continue;
 			char sp[PATH_MAX + 128], refdir[PATH_MAX + 64];
-			snprintf(sp, sizeof sp, "%s/%s", p, se->d_name);
+			snprintf(sp, sizeof sp, "%.3000s/%.255s", p, se->d_name);
 			int nf = 0;
 			hub_fmt_size(dir_bytes(sp, &nf), sz, sizeof sz);
 			ms_buf_printf(out, "  %s\t%s\t%d files\trefs [", se->d_name, sz, nf);

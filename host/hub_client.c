@@ -85,7 +85,9 @@ struct hfile {
 	uint64_t last_ns;
 	int io_error;
 	uv_work_t work;         /* sha256 of a resumed file */
-	int work_rc;
+	int work_rc, work_pending;
+	int dead;               /* its fetch is gone: free once the thread pool gives it back */
+	ms_hub *hub;
 	hfile *qnext;
 };
 
@@ -128,6 +130,7 @@ struct ms_hub {
 };
 
 static void hub_release(ms_hub *hub);
+static void file_unlock(hfile *hf);
 static void file_next(hfile *hf);
 static void file_fail(hfile *hf, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void fetch_maybe_done(ms_hub_fetch *f);
@@ -409,10 +412,20 @@ static void report(ms_hub_fetch *f, hfile *hf, int force) {
 
 static void timer_closed_free_file(uv_handle_t *h) {
 	hfile *hf = h->data;
-	ms_hub *hub = hf->f ? hf->f->hub : NULL;
+	ms_hub *hub = hf->hub;
+	if (hf->fd >= 0) close(hf->fd);
+	if (hf->sha) EVP_MD_CTX_free(hf->sha);
+	file_unlock(hf);
 	free(hf->path);
 	free(hf);
-	(void)hub;
+	hub_release(hub);
+}
+
+static void file_close(hfile *hf) {
+	hf->dead = 1;
+	if (hf->work_pending) return; /* sha_after closes it */
+	hf->timer.data = hf;
+	uv_close((uv_handle_t *)&hf->timer, timer_closed_free_file);
 }
 
 static void file_unlock(hfile *hf) {
@@ -428,11 +441,13 @@ static void file_release(hfile *hf) {
 	ms_hub *hub = hf->f->hub;
 	if (hf->x) xfer_abort(hub, hf->x);
 	hf->x = NULL;
-	if (hf->fd >= 0) close(hf->fd);
-	hf->fd = -1;
+	if (!hf->work_pending) { /* else the thread pool still reads them: freed with hf */
+		if (hf->fd >= 0) close(hf->fd);
+		hf->fd = -1;
+		if (hf->sha) EVP_MD_CTX_free(hf->sha);
+		hf->sha = NULL;
+	}
 	file_unlock(hf);
-	if (hf->sha) EVP_MD_CTX_free(hf->sha);
-	hf->sha = NULL;
 	uv_timer_stop(&hf->timer);
 	if (hf->state >= FS_HEAD && hf->state <= FS_VERIFY) {
 		hub->active--;
@@ -808,7 +823,9 @@ static void finish_blob(hfile *hf);
 
 static void sha_after(uv_work_t *w, int status) {
 	hfile *hf = w->data;
+	hf->work_pending = 0;
 	hf->sha_ok = status == 0 && hf->work_rc == 0;
+	if (hf->dead) return file_close(hf);
 	if (hf->state == FS_FAILED) return;
 	finish_blob(hf);
 }
@@ -817,7 +834,10 @@ static void verify(hfile *hf) {
 	hf->state = FS_VERIFY;
 	if (hub_is_sha256(hf->etag) && !hf->sha_ok) {
 		hf->work.data = hf;
-		if (uv_queue_work(hf->f->hub->loop, &hf->work, sha_work, sha_after) == 0) return;
+		if (uv_queue_work(hf->f->hub->loop, &hf->work, sha_work, sha_after) == 0) {
+			hf->work_pending = 1;
+			return;
+		}
 	}
 	finish_blob(hf);
 }
@@ -903,12 +923,9 @@ static void fetch_free(ms_hub_fetch *f) {
 		if (hf->state == FS_QUEUED) unqueue(hub, hf);
 		if (hf->state != FS_DONE && hf->state != FS_FAILED) file_release(hf);
 		hf->state = FS_FAILED;
-		if (uv_is_active((uv_handle_t *)&hf->work)) { /* never true for uv_work_t; kept simple */
-		}
-		hub->open_handles++;
-		hf->timer.data = hf;
-		uv_close((uv_handle_t *)&hf->timer, NULL);
+		file_close(hf);
 	}
+	free(f->files);
 	free(f->repo);
 	free(f->rev);
 	for (int i = 0; i < f->npatterns; i++) free(f->patterns[i]);
@@ -988,7 +1005,7 @@ static int count_snapshot(ms_hub_fetch *f, const char *dir, const char *prefix) 
 }
 
 /* Answers from the cache: 0 when the revision is cached with matching files. */
-static int from_cache(ms_hub_fetch *f) {
+static int from_cache(ms_hub_fetch *f, const char *why) {
 	ms_hub *hub = f->hub;
 	if (ms_hub_cache_commit(hub->env.cache, f->repo, f->rev, f->commit)) return MS_ENOENT;
 	snprintf(f->snapshot, sizeof f->snapshot, "%s/snapshots/%s", f->repo_dir, f->commit);
@@ -999,6 +1016,7 @@ static int from_cache(ms_hub_fetch *f) {
 	f->offline = 1;
 	f->total = f->base_bytes;
 	f->files_done = n;
+	if (why) MS_WARN("hub", "%s: %s; using the cached snapshot %s", f->repo, why, f->commit);
 	report(f, NULL, 1);
 	fetch_finish(f, 0, NULL);
 	return 0;
@@ -1014,6 +1032,8 @@ static void add_file(ms_hub_fetch *f, const char *path, uint64_t size) {
 	}
 	f->files = nf;
 	hf->f = f;
+	hf->hub = f->hub;
+	f->hub->open_handles++; /* its timer */
 	hf->path = strdup(path);
 	hf->size = size;
 	hf->fd = hf->lockfd = -1;
@@ -1037,10 +1057,7 @@ static void on_api_done(xfer *x, CURLcode res) {
 		if (res != CURLE_OK) net_message(hub, res, x->errbuf, msg, sizeof msg);
 		else snprintf(msg, sizeof msg, "%.900s answered HTTP %ld", hub->env.endpoint, x->status);
 		xfer_free(x);
-		if (from_cache(f) == 0) {
-			MS_WARN("hub", "%s: %s; using the cached snapshot %s", f->repo, msg, f->commit);
-			return;
-		}
+		if (from_cache(f, msg) == 0) return;
 		return fetch_finish(f, res != CURLE_OK ? MS_ENET : MS_EPROTO, "%s (and %s@%s is not in the cache %s)", msg, f->repo,
 				    f->rev, hub->env.cache);
 	}
@@ -1100,9 +1117,9 @@ static void on_api_done(xfer *x, CURLcode res) {
 static void fetch_begin(uv_timer_t *t) {
 	ms_hub_fetch *f = t->data;
 	ms_hub *hub = f->hub;
-	if (ms_hub_is_commit(f->rev) && from_cache(f) == 0) return; /* pinned and cached: no network */
+	if (ms_hub_is_commit(f->rev) && from_cache(f, NULL) == 0) return; /* pinned and cached: no network */
 	if (hub->env.offline) {
-		if (from_cache(f) == 0) return;
+		if (from_cache(f, NULL) == 0) return;
 		return fetch_finish(f, MS_ENOENT,
 				    "HF_HUB_OFFLINE is set and %s@%s is not in the cache %s (unset HF_HUB_OFFLINE, or fill the cache with `moonspace pull %s@%s` where the Hub is reachable)",
 				    f->repo, f->rev, hub->env.cache, f->repo, f->rev);

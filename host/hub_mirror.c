@@ -233,7 +233,7 @@ static void walk(mjob *j, const char *dir, const char *prefix, int from_cache, i
 				tgt[n] = 0;
 				const char *b = strrchr(tgt, '/');
 				b = b ? b + 1 : tgt;
-				if (strlen(b) == 40 || hub_is_sha256(b)) snprintf(etag, sizeof etag, "%s", b);
+				if (strlen(b) == 40 || hub_is_sha256(b)) snprintf(etag, sizeof etag, "%.64s", b);
 			}
 		}
 		int lfs = etag[0] ? hub_is_sha256(etag) : is_lfs_name(rel, (uint64_t)st.st_size);
@@ -420,7 +420,7 @@ static void answer_tree(mjob *j) {
 	if (!any) {
 		json_decref(arr);
 		char msg[2300];
-		snprintf(msg, sizeof msg, "%s does not exist on \"%s\"", base, j->rev);
+		snprintf(msg, sizeof msg, "%.1500s does not exist on \"%.200s\"", base, j->rev);
 		return respond_hub_error(j->req, 404, "EntryNotFound", msg, j->commit);
 	}
 	respond_json(j->req, arr);
@@ -621,8 +621,8 @@ int ms_hub_mirror_handle(ms_hub_mirror *m, ms_http_req *req, const char *path) {
 	j->m = m;
 	j->req = req;
 	j->kind = kind;
-	snprintf(j->repo, sizeof j->repo, "%s", repo);
-	snprintf(j->rev, sizeof j->rev, "%s", rev);
+	snprintf(j->repo, sizeof j->repo, "%.255s", repo);
+	snprintf(j->rev, sizeof j->rev, "%.255s", rev);
 	snprintf(j->path, sizeof j->path, "%s", file);
 	char b[16];
 	j->recursive = ms_http_req_query(req, "recursive", b, sizeof b) && (!strcmp(b, "true") || !strcmp(b, "1"));
