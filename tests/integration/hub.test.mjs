@@ -178,7 +178,12 @@ async function setup() {
 
 async function teardown(ctx) {
   ctx.fault.close();
-  await ctx.host.stop();
+  const log = ctx.host.log();
+  const r = await ctx.host.stop();
+  if (r.code !== 0 || /AddressSanitizer|LeakSanitizer|runtime error/.test(ctx.host.log())) {
+    console.log(`FAIL hub/host exits cleanly: code ${r.code}: ${ctx.host.log().slice(log.length - 200).slice(-3000)}`);
+    process.exitCode = 1;
+  } else console.log("PASS hub/host exits cleanly");
   rmSync(ctx.root, { recursive: true, force: true });
 }
 
