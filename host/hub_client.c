@@ -87,6 +87,8 @@ struct hfile {
 	uv_work_t work;         /* sha256 of a resumed file */
 	int work_rc, work_pending;
 	int dead;               /* its fetch is gone: free once the thread pool gives it back */
+	struct hasher *hs;      /* sha256 on its own thread, reading behind the writer */
+	int verify_waiting;     /* the bytes are in; waiting for the hasher */
 	ms_hub *hub;
 	hfile *qnext;
 };
@@ -131,6 +133,7 @@ struct ms_hub {
 
 static void hub_release(ms_hub *hub);
 static void file_unlock(hfile *hf);
+static void hasher_detach(hfile *hf);
 static void file_next(hfile *hf);
 static void file_fail(hfile *hf, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void fetch_maybe_done(ms_hub_fetch *f);
@@ -441,6 +444,8 @@ static void file_release(hfile *hf) {
 	ms_hub *hub = hf->f->hub;
 	if (hf->x) xfer_abort(hub, hf->x);
 	hf->x = NULL;
+	hasher_detach(hf);
+	hf->verify_waiting = 0;
 	if (!hf->work_pending) { /* else the thread pool still reads them: freed with hf */
 		if (hf->fd >= 0) close(hf->fd);
 		hf->fd = -1;
@@ -659,6 +664,134 @@ static void try_lock(hfile *hf) {
 	start_get(hf);
 }
 
+/* The sha256 of a big LFS file is computed on a thread of its own that reads the
+ * .incomplete file just behind the writer (from the page cache), so checking the digest
+ * neither stalls the loop nor adds a second pass at the end. */
+typedef struct hasher {
+	uv_thread_t th;
+	uv_mutex_t mu;
+	uv_cond_t cv;
+	uv_async_t async;
+	int fd;
+	uint64_t written, hashed, size;
+	int stop, rc;
+	EVP_MD_CTX *ctx;
+	hfile *hf;              /* NULL once detached (the download was abandoned) */
+	ms_hub *hub;
+} hasher;
+
+#define HASH_MIN_SIZE (4u << 20)
+
+static void hasher_thread(void *arg) {
+	hasher *h = arg;
+	size_t cap = 1u << 20;
+	char *buf = malloc(cap);
+	if (!buf) h->rc = MS_ENOMEM;
+	while (buf) {
+		uv_mutex_lock(&h->mu);
+		while (h->hashed == h->written && !h->stop && h->hashed < h->size) uv_cond_wait(&h->cv, &h->mu);
+		int stop = h->stop;
+		uint64_t avail = h->written - h->hashed, at = h->hashed;
+		uv_mutex_unlock(&h->mu);
+		if (stop || at >= h->size) break;
+		size_t want = avail < cap ? (size_t)avail : cap;
+		ssize_t n = pread(h->fd, buf, want, (off_t)at);
+		if (n <= 0) {
+			h->rc = MS_EIO;
+			break;
+		}
+		EVP_DigestUpdate(h->ctx, buf, (size_t)n);
+		uv_mutex_lock(&h->mu);
+		h->hashed += (uint64_t)n;
+		uv_mutex_unlock(&h->mu);
+	}
+	free(buf);
+	uv_async_send(&h->async);
+}
+
+static void hasher_closed(uv_handle_t *hd) {
+	hasher *h = hd->data;
+	ms_hub *hub = h->hub;
+	uv_mutex_destroy(&h->mu);
+	uv_cond_destroy(&h->cv);
+	EVP_MD_CTX_free(h->ctx);
+	close(h->fd);
+	free(h);
+	hub_release(hub);
+}
+
+static void finish_blob(hfile *hf);
+
+static void on_hasher_done(uv_async_t *a) {
+	hasher *h = a->data;
+	uv_thread_join(&h->th);
+	hfile *hf = h->hf;
+	if (hf) {
+		hf->hs = NULL;
+		if (!h->stop && h->rc == 0 && h->hashed == h->size) {
+			EVP_MD_CTX_copy_ex(hf->sha, h->ctx);
+			hf->sha_ok = 1;
+		} else {
+			hf->sha_ok = 0;
+		}
+	}
+	uv_close((uv_handle_t *)&h->async, hasher_closed);
+	if (hf && hf->verify_waiting) {
+		hf->verify_waiting = 0;
+		if (hf->dead) file_close(hf);
+		else finish_blob(hf);
+	}
+}
+
+static void hasher_start(hfile *hf) {
+	hasher *h = calloc(1, sizeof *h);
+	if (!h) return;
+	h->fd = dup(hf->fd);
+	h->ctx = EVP_MD_CTX_new();
+	h->size = hf->size;
+	h->hf = hf;
+	h->hub = hf->f->hub;
+	if (h->fd < 0 || !h->ctx || uv_mutex_init(&h->mu)) goto fail;
+	if (uv_cond_init(&h->cv)) {
+		uv_mutex_destroy(&h->mu);
+		goto fail;
+	}
+	EVP_DigestInit_ex(h->ctx, EVP_sha256(), NULL);
+	uv_async_init(h->hub->loop, &h->async, on_hasher_done);
+	h->async.data = h;
+	h->hub->open_handles++;
+	if (uv_thread_create(&h->th, hasher_thread, h)) {
+		h->hf = NULL;
+		uv_close((uv_handle_t *)&h->async, hasher_closed);
+		return;
+	}
+	hf->hs = h;
+	return;
+fail:
+	if (h->fd >= 0) close(h->fd);
+	EVP_MD_CTX_free(h->ctx);
+	free(h);
+}
+
+static void hasher_feed(hasher *h, uint64_t written) {
+	uv_mutex_lock(&h->mu);
+	h->written = written;
+	uv_cond_signal(&h->cv);
+	uv_mutex_unlock(&h->mu);
+}
+
+/* Abandons the hasher (failure, cancel, or a restart from byte 0). */
+static void hasher_detach(hfile *hf) {
+	hasher *h = hf->hs;
+	if (!h) return;
+	hf->hs = NULL;
+	uv_mutex_lock(&h->mu);
+	h->stop = 1;
+	h->hf = NULL;
+	uv_cond_signal(&h->cv);
+	uv_mutex_unlock(&h->mu);
+}
+
 static size_t get_body_cb(char *buf, size_t size, size_t n, void *ud) {
 	hfile *hf = ud;
 	xfer *x = hf->x;
@@ -670,6 +803,7 @@ static size_t get_body_cb(char *buf, size_t size, size_t n, void *ud) {
 		x->status = st;
 		if (st == 200 && hf->range_from > 0) { /* Range ignored: start again */
 			if (ftruncate(hf->fd, 0) != 0) return 0;
+			hasher_detach(hf);
 			hf->have = 0;
 			EVP_DigestInit_ex(hf->sha, EVP_sha256(), NULL);
 			hf->sha_ok = 1;
@@ -683,7 +817,7 @@ static size_t get_body_cb(char *buf, size_t size, size_t n, void *ud) {
 			hf->io_error = errno ? errno : EIO;
 			return 0; /* aborts the transfer */
 		}
-		if (hf->sha_ok) EVP_DigestUpdate(hf->sha, buf + off, (size_t)w);
+		if (!hf->hs && hf->sha_ok) EVP_DigestUpdate(hf->sha, buf + off, (size_t)w);
 		off += (size_t)w;
 		hf->have += (uint64_t)w;
 	}
@@ -691,6 +825,7 @@ static size_t get_body_cb(char *buf, size_t size, size_t n, void *ud) {
 		hf->io_error = -1;
 		return 0;
 	}
+	if (hf->hs) hasher_feed(hf->hs, hf->have);
 	report(hf->f, hf, 0);
 	return len;
 }
@@ -770,11 +905,10 @@ static void start_get(hfile *hf) {
 	if (hf->have == 0) {
 		EVP_DigestInit_ex(hf->sha, EVP_sha256(), NULL);
 		hf->sha_ok = 1;
-	} else if (!hf->sha_ok || hf->range_from != hf->have) {
-		/* resuming a file begun elsewhere (another process, an earlier run): the digest is
-		 * computed from the file at the end */
-		hf->sha_ok = hf->sha_ok && hf->range_from == hf->have;
+		if (hub_is_sha256(hf->etag) && hf->size >= HASH_MIN_SIZE && !hf->hs) hasher_start(hf);
 	}
+	/* else: sha_ok stays 1 when this process wrote every byte so far (a retry); a file begun
+	 * by an earlier run or process is hashed from disk at the end */
 	if (hf->have == hf->size && hf->size > 0) return verify(hf);
 	xfer *x = xfer_new(hub, hf->get_url, hf, on_get_done);
 	if (!x) return file_fail(hf, MS_ENOMEM, "out of memory");
@@ -832,6 +966,11 @@ static void sha_after(uv_work_t *w, int status) {
 
 static void verify(hfile *hf) {
 	hf->state = FS_VERIFY;
+	if (hf->hs) {
+		hf->verify_waiting = 1;
+		hasher_feed(hf->hs, hf->have);
+		return;
+	}
 	if (hub_is_sha256(hf->etag) && !hf->sha_ok) {
 		hf->work.data = hf;
 		if (uv_queue_work(hf->f->hub->loop, &hf->work, sha_work, sha_after) == 0) {
