@@ -842,7 +842,7 @@ static void on_get_done(xfer *x, CURLcode res) {
 		int e = hf->io_error;
 		xfer_free(x);
 		return file_fail(hf, MS_EIO, "cannot write %s/blobs: %s%s", f->repo_dir, strerror(e),
-				 e == ENOSPC || e == EDQUOT ? " (free some space, e.g. `moonspace cache rm REPO`, or point HF_HUB_CACHE elsewhere)" : "");
+				 e == ENOSPC || e == EDQUOT || e == EFBIG ? " (free some space, e.g. `moonspace cache rm REPO`, or point HF_HUB_CACHE elsewhere)" : "");
 	}
 	if (hf->io_error < 0) {
 		xfer_free(x);

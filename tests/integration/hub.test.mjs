@@ -67,7 +67,7 @@ function checkLayout(cache, folder, src, commit, files, ref = "main") {
 
 // ---- the fault server: a Hub on one port, its CDN on another ----
 function faultServers() {
-  const big = randomBytes(3 << 20);
+  const big = randomBytes(6 << 20); // above the size whose sha256 is computed on a thread
   const bigSha = sha256(big);
   const small = Buffer.from('{"model_type": "llama"}\n');
   const commit = "0123456789abcdef0123456789abcdef01234567";
@@ -134,6 +134,7 @@ function faultServers() {
     res.writeHead(from ? 206 : 200, headers);
     const drop = (repo === "fault/drop" || repo === "fault/norange") && n === 1;
     if (drop) { res.write(big.subarray(0, 1 << 20)); setTimeout(() => res.socket.destroy(), 50); return; }
+    if (repo === "fault/stall") { res.write(big.subarray(0, 1 << 20)); return; } // then nothing, never
     if (repo === "fault/slow") { // in pieces, so that two clients overlap
       let off = from;
       const tick = () => { if (off >= big.length) return res.end(); const e = Math.min(big.length, off + (256 << 10)); res.write(big.subarray(off, e)); off = e; setTimeout(tick, 40); };
@@ -362,6 +363,21 @@ s.test("fault: every error says what to do", async (ctx) => {
     assertEq(r.code, 1, spec);
     assert(re.test(r.stderr), `${spec}: ${r.stderr}`);
   }
+  // a stalled transfer times out after HF_HUB_DOWNLOAD_TIMEOUT, resumes, and finally says so
+  const st = await run(["pull", "fault/stall"], { ...env, HF_HUB_DOWNLOAD_TIMEOUT: "1", MOONSPACE_HUB_RETRIES: "1" });
+  assertEq(st.code, 1);
+  assert(/HF_HUB_DOWNLOAD_TIMEOUT raises the time limit/.test(st.stderr), st.stderr);
+  assert(ctx.fault.stats.ranges.includes(`fault/stall bytes=${1 << 20}-`), "the retry resumed: " + ctx.fault.stats.ranges);
+  // a full disk (here: a file size limit) is named, with what to do
+  const full = await new Promise((resolve) => {
+    const child = spawn("bash", ["-c", `trap '' XFSZ; ulimit -f 2048; exec "${join(BIN, "moonspace")}" pull fault/drop`],
+      { env: { ...process.env, ...env, HF_HUB_CACHE: join(ctx.root, "c-full"), MOONSPACE_HUB_RETRY_MS: "20" } });
+    let err = "";
+    child.stderr.on("data", (d) => (err += d));
+    child.on("exit", (code) => resolve({ code, err }));
+  });
+  assertEq(full.code, 1, full.err);
+  assert(/cannot write .*blobs: File too large \(free some space/.test(full.err), full.err);
   const e = await pull("fault/entry", env);
   assertEq(e.code, 1);
   assert(/missing\.json not found in fault\/entry/.test(e.stderr), e.stderr);
