@@ -22,7 +22,10 @@ typedef struct pull_state {
 	int tty;
 	int rc;
 	int drawn;            /* lines of the last drawing, to redraw over them */
+	int junk;             /* lines below the drawing's top that hold old text */
 	uint64_t last_draw, started;
+	uint64_t start_bytes; /* already cached when the fetch began */
+	int have_start;
 	pull_file files[BAR_FILES];
 	ms_hub_progress last;
 	int have_last;
@@ -63,11 +66,15 @@ static void draw(pull_state *st, int force) {
 	}
 	char label[64];
 	snprintf(label, sizeof label, "total (%d/%d files)", st->last.files_done, st->last.files_total);
-	bar_line(label, st->last.bytes, st->last.total, st->last.rate, 0);
+	double el = (double)(now - st->started) / 1e9;
+	double rate = el > 0.05 && st->last.bytes > st->start_bytes ? (double)(st->last.bytes - st->start_bytes) / el : 0;
+	bar_line(label, st->last.bytes, st->last.total, rate, 0);
 	n++;
-	for (int i = n; i < st->drawn; i++) fprintf(stderr, "\x1b[2K\n");
-	if (st->drawn > n) fprintf(stderr, "\x1b[%dA", st->drawn - n);
+	int extra = st->junk - n;
+	for (int i = 0; i < extra; i++) fprintf(stderr, "\x1b[2K\n");
+	if (extra > 0) fprintf(stderr, "\x1b[%dA", extra);
 	st->drawn = n;
+	st->junk = n;
 	fflush(stderr);
 }
 
@@ -89,6 +96,11 @@ static void on_progress(const ms_hub_progress *p, void *ud) {
 	pull_state *st = ud;
 	st->last = *p;
 	st->have_last = 1;
+	if (!st->have_start) {
+		st->have_start = 1;
+		st->start_bytes = p->bytes;
+		st->started = ms_now_ns();
+	}
 	if (!p->file) {
 		if (st->tty) draw(st, 0);
 		return;
@@ -99,12 +111,8 @@ static void on_progress(const ms_hub_progress *p, void *ud) {
 	int started = pf->bytes == 0 && !pf->done && p->file_bytes == 0 && !p->file_done;
 	pf->bytes = p->file_bytes;
 	pf->size = p->file_size;
-	double dt = (double)(now - pf->t0) / 1e9;
-	if (dt > 0.3) {
-		pf->rate = (double)(pf->bytes - pf->t0_bytes) / dt;
-		pf->t0 = now;
-		pf->t0_bytes = pf->bytes;
-	}
+	double dt = (double)(now - pf->t0) / 1e9; /* the file's average rate so far */
+	if (dt > 0.05) pf->rate = (double)(pf->bytes - pf->t0_bytes) / dt;
 	if (st->tty) {
 		if (p->file_done) {
 			/* finished files scroll up as a log line above the live bars */
@@ -112,9 +120,8 @@ static void on_progress(const ms_hub_progress *p, void *ud) {
 			char sz[32];
 			hub_fmt_size(p->file_size, sz, sizeof sz);
 			fprintf(stderr, "\x1b[2K%s (%s) done\n", p->file, sz);
-			for (int i = 1; i < st->drawn; i++) fprintf(stderr, "\x1b[2K\n");
-			if (st->drawn > 1) fprintf(stderr, "\x1b[%dA", st->drawn - 1);
-			st->drawn = st->drawn ? 1 : 0;
+			st->junk = st->junk > 0 ? st->junk - 1 : 0;
+			st->drawn = 0;
 			pf->done = 1;
 			draw(st, 1);
 		} else {
@@ -126,7 +133,7 @@ static void on_progress(const ms_hub_progress *p, void *ud) {
 	if (p->file_done) {
 		double el = (double)(now - st->started) / 1e9;
 		hub_fmt_size(p->file_size, sz, sizeof sz);
-		hub_fmt_size((uint64_t)p->rate, r, sizeof r);
+		hub_fmt_size(el > 0.001 ? (uint64_t)((double)(p->bytes - st->start_bytes) / el) : 0, r, sizeof r);
 		fprintf(stderr, "pull: %s (%s) done [%d/%d files, %.1f s, %s/s]\n", p->file, sz, p->files_done, p->files_total, el, r);
 		pf->done = 1;
 	} else if (started) {
@@ -137,11 +144,11 @@ static void on_progress(const ms_hub_progress *p, void *ud) {
 
 static void on_done(const ms_hub_result *r, void *ud) {
 	pull_state *st = ud;
-	if (st->tty && st->drawn) {
-		fprintf(stderr, "\x1b[%dA", st->drawn);
-		for (int i = 0; i < st->drawn; i++) fprintf(stderr, "\x1b[2K\n");
-		fprintf(stderr, "\x1b[%dA", st->drawn);
-		st->drawn = 0;
+	if (st->tty && st->junk) {
+		if (st->drawn) fprintf(stderr, "\x1b[%dA", st->drawn);
+		for (int i = 0; i < st->junk; i++) fprintf(stderr, "\x1b[2K\n");
+		fprintf(stderr, "\x1b[%dA", st->junk);
+		st->drawn = st->junk = 0;
 	}
 	st->rc = r->rc;
 	if (r->rc) {
