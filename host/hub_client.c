@@ -76,7 +76,10 @@ struct hfile {
 	xfer *x;
 	int fd;                 /* the .incomplete file */
 	int lockfd;
-	uint64_t have;          /* bytes in the .incomplete file */
+	uint64_t have;          /* bytes received: on disk + buffered */
+	uint64_t disk;          /* bytes written to the .incomplete file */
+	char *wbuf;             /* received bytes are written in big pieces (few syscalls) */
+	size_t wlen;
 	uint64_t range_from;    /* the offset the current GET asked for */
 	int got_first;
 	int sha_ok;             /* the digest covers every byte from 0 */
@@ -419,6 +422,7 @@ static void timer_closed_free_file(uv_handle_t *h) {
 	if (hf->fd >= 0) close(hf->fd);
 	if (hf->sha) EVP_MD_CTX_free(hf->sha);
 	file_unlock(hf);
+	free(hf->wbuf);
 	free(hf->path);
 	free(hf);
 	hub_release(hub);
@@ -446,6 +450,9 @@ static void file_release(hfile *hf) {
 	hf->x = NULL;
 	hasher_detach(hf);
 	hf->verify_waiting = 0;
+	free(hf->wbuf);
+	hf->wbuf = NULL;
+	hf->wlen = 0;
 	if (!hf->work_pending) { /* else the thread pool still reads them: freed with hf */
 		if (hf->fd >= 0) close(hf->fd);
 		hf->fd = -1;
@@ -689,7 +696,8 @@ static void hasher_thread(void *arg) {
 	if (!buf) h->rc = MS_ENOMEM;
 	while (buf) {
 		uv_mutex_lock(&h->mu);
-		while (h->hashed == h->written && !h->stop && h->hashed < h->size) uv_cond_wait(&h->cv, &h->mu);
+		/* whole pieces: fewer wake-ups and reads (the last piece may be shorter) */
+		while (h->written - h->hashed < cap && h->written < h->size && !h->stop) uv_cond_wait(&h->cv, &h->mu);
 		int stop = h->stop;
 		uint64_t avail = h->written - h->hashed, at = h->hashed;
 		uv_mutex_unlock(&h->mu);
@@ -776,7 +784,7 @@ fail:
 static void hasher_feed(hasher *h, uint64_t written) {
 	uv_mutex_lock(&h->mu);
 	h->written = written;
-	uv_cond_signal(&h->cv);
+	if (written - h->hashed >= (1u << 20) || written >= h->size) uv_cond_signal(&h->cv);
 	uv_mutex_unlock(&h->mu);
 }
 
@@ -792,6 +800,27 @@ static void hasher_detach(hfile *hf) {
 	uv_mutex_unlock(&h->mu);
 }
 
+#define WBUF_SIZE (1u << 20)
+
+/* Writes the buffered bytes; -1 (with io_error set) when the disk refuses them. */
+static int wbuf_flush(hfile *hf) {
+	size_t off = 0;
+	while (off < hf->wlen) {
+		ssize_t w = pwrite(hf->fd, hf->wbuf + off, hf->wlen - off, (off_t)(hf->disk + off));
+		if (w <= 0) {
+			hf->io_error = w < 0 && errno ? errno : EIO;
+			hf->wlen = 0;
+			hf->have = hf->disk;
+			return -1;
+		}
+		off += (size_t)w;
+	}
+	hf->disk += hf->wlen;
+	hf->wlen = 0;
+	if (hf->hs) hasher_feed(hf->hs, hf->disk);
+	return 0;
+}
+
 static size_t get_body_cb(char *buf, size_t size, size_t n, void *ud) {
 	hfile *hf = ud;
 	xfer *x = hf->x;
@@ -804,28 +833,31 @@ static size_t get_body_cb(char *buf, size_t size, size_t n, void *ud) {
 		if (st == 200 && hf->range_from > 0) { /* Range ignored: start again */
 			if (ftruncate(hf->fd, 0) != 0) return 0;
 			hasher_detach(hf);
-			hf->have = 0;
+			hf->have = hf->disk = 0;
+			hf->wlen = 0;
 			EVP_DigestInit_ex(hf->sha, EVP_sha256(), NULL);
 			hf->sha_ok = 1;
 		}
 	}
 	if (x->status < 200 || x->status >= 300) return body_cb(buf, size, n, x);
-	size_t off = 0;
-	while (off < len) {
-		ssize_t w = pwrite(hf->fd, buf + off, len - off, (off_t)hf->have);
-		if (w <= 0) {
-			hf->io_error = errno ? errno : EIO;
-			return 0; /* aborts the transfer */
-		}
-		if (!hf->hs && hf->sha_ok) EVP_DigestUpdate(hf->sha, buf + off, (size_t)w);
-		off += (size_t)w;
-		hf->have += (uint64_t)w;
-	}
-	if (hf->have > hf->size) {
+	if (hf->have + len > hf->size) {
 		hf->io_error = -1;
 		return 0;
 	}
-	if (hf->hs) hasher_feed(hf->hs, hf->have);
+	if (!hf->wbuf && !(hf->wbuf = malloc(WBUF_SIZE))) {
+		hf->io_error = ENOMEM;
+		return 0;
+	}
+	size_t off = 0;
+	while (off < len) {
+		size_t c = len - off < WBUF_SIZE - hf->wlen ? len - off : WBUF_SIZE - hf->wlen;
+		memcpy(hf->wbuf + hf->wlen, buf + off, c);
+		if (!hf->hs && hf->sha_ok) EVP_DigestUpdate(hf->sha, buf + off, c);
+		hf->wlen += c;
+		hf->have += c;
+		off += c;
+		if (hf->wlen == WBUF_SIZE && wbuf_flush(hf)) return 0; /* aborts the transfer */
+	}
 	report(hf->f, hf, 0);
 	return len;
 }
@@ -838,6 +870,7 @@ static void on_get_done(xfer *x, CURLcode res) {
 	ms_hub *hub = f->hub;
 	hf->x = NULL;
 	char msg[1024];
+	if (hf->wlen) wbuf_flush(hf); /* whatever came in stays, for a resume */
 	if (hf->io_error > 0) {
 		int e = hf->io_error;
 		xfer_free(x);
@@ -900,6 +933,8 @@ static void start_get(hfile *hf) {
 		if (ftruncate(hf->fd, 0)) return file_fail(hf, MS_EIO, "cannot truncate %s", p);
 		hf->have = 0;
 	}
+	hf->disk = hf->have;
+	hf->wlen = 0;
 	if (!hf->sha) hf->sha = EVP_MD_CTX_new();
 	if (!hf->sha) return file_fail(hf, MS_ENOMEM, "out of memory");
 	if (hf->have == 0) {
