@@ -152,6 +152,7 @@ struct ms_host {
 	ms_http_server *http;
 	ms_store *store;
 	struct ms_hub_mirror *mirror; /* hub.h: the Hub mirror routes */
+	struct ms_hub *hub;           /* hub.h: the Hub client (HF_* environment) for fetching models */
 	ms_appdir_watch *watch;
 	ms_app *apps;
 	ms_session *sessions;

@@ -15,6 +15,8 @@ static void finish_shutdown(ms_host *h) {
 	ms_apps_stop_all(h);
 	if (h->watch) ms_appdir_watch_stop(h->watch);
 	h->watch = NULL;
+	if (h->hub) ms_hub_free(h->hub); /* cancels fetches still running */
+	h->hub = NULL;
 	if (h->http) ms_http_server_close(h->http);
 	h->http = NULL;
 	uv_close((uv_handle_t *)&h->sweep_timer, NULL);
@@ -122,8 +124,9 @@ int ms_serve_main(int argc, char **argv) {
 	}
 	ms_hub_env hub_env;
 	ms_hub_env_load(&hub_env);
-	if (ms_hub_mirror_new(h->loop, cfg.mirror, cfg.n_mirror, hub_env.cache, &h->mirror)) {
-		fprintf(stderr, "moonspace serve: cannot start the Hub mirror\n");
+	if (ms_hub_mirror_new(h->loop, cfg.mirror, cfg.n_mirror, hub_env.cache, &h->mirror) ||
+	    ms_hub_new(h->loop, &hub_env, NULL, &h->hub)) {
+		fprintf(stderr, "moonspace serve: cannot start the Hub client and mirror\n");
 		return 1;
 	}
 	if (ms_appdir_watch_start(&h->watch, h->loop, (const char *const *)cfg.apps, (size_t)cfg.n_apps,
