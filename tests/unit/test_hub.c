@@ -9,6 +9,7 @@
 
 #include "host/http.h"
 #include "host/hub.h"
+#include "runtime/modeldir.h"
 #include "tests/testlib.h"
 
 TEST_SUITE("hub")
@@ -250,6 +251,11 @@ TEST(async_fetch_default_patterns_progress_cancel) {
 	CHECK(stat(p, &st) == 0 && st.st_size == (off_t)(3u << 20));
 	snprintf(p, sizeof p, "%s/flax_model.msgpack", a.snapshot);
 	CHECK(access(p, F_OK) != 0);
+	/* the runtime finds what the client wrote (runtime/modeldir.h) */
+	setenv("HF_HUB_CACHE", env.cache, 1);
+	char dir[2048], err[512];
+	CHECK_MSG(ms_modeldir_resolve("org/model", dir, sizeof dir, err, sizeof err) == 0, "%s", err);
+	CHECK_STR(dir, a.snapshot);
 
 	/* a cancelled fetch reports MS_ECANCELED once */
 	run_state c = {.monotonic = 1};
