@@ -153,6 +153,8 @@ struct ms_host {
 	ms_settings *cfg;
 	ms_http_server *http;
 	ms_store *store;
+	struct ms_hub_mirror *mirror; /* hub.h: the Hub mirror routes */
+	struct ms_hub *hub;           /* hub.h: the Hub client (HF_* environment) for fetching models */
 	ms_appdir_watch *watch;
 	ms_app *apps;
 	ms_session *sessions[MS_SESSION_BUCKETS]; /* hashed on the session key */

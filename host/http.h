@@ -134,6 +134,11 @@ typedef struct ms_http_static_opts {
  * gzipped bytes made once per version; bigger ones are sent from disk in pieces. */
 int ms_http_serve_file(ms_http_req *req, const char *root, const char *rel, const ms_http_static_opts *opts);
 
+/* Answers req with `len` bytes of the open file fd from `off` (Content-Length len), read in
+ * pieces as the socket drains, so big files never sit in memory; headers added with
+ * ms_http_set_header are sent. Takes ownership of fd. For HEAD only the headers go out. */
+void ms_http_respond_fd(ms_http_req *req, int status, const char *content_type, int fd, uint64_t off, uint64_t len);
+
 /* The MIME type for a file name ("application/octet-stream" when unknown). */
 const char *ms_http_mime_type(const char *path);
 /* Reason phrase for a status code. */

@@ -478,3 +478,7 @@ int ms_http_serve_file(ms_http_req *req, const char *root, const char *rel, cons
 	http_respond_fd(req, status, e->mime, extra, (size_t)xl, fd, (off_t)start, len);
 	return 0;
 }
+
+void ms_http_respond_fd(ms_http_req *req, int status, const char *content_type, int fd, uint64_t off, uint64_t len) {
+	http_respond_fd(req, status, content_type, "", 0, fd, (off_t)off, len);
+}

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "host/host.h"
+#include "host/hub.h"
 #include "runtime/cli.h"
 
 typedef int (*cmd_fn)(int argc, char **argv);
@@ -13,6 +14,8 @@ static int usage(FILE *f);
 static const struct command commands[] = {
 	{"serve", ms_serve_main, "serve the apps, their APIs and the web gallery"},
 	{"token", ms_token_main, "add, list or remove access tokens"},
+	{"pull", ms_pull_main, "download a model repo from the Hub into the Hugging Face cache"},
+	{"cache", ms_cache_main, "list (ls) or remove (rm) repos in the Hugging Face cache"},
 	{"generate", ms_cli_generate, "generate text with a causal LM checkpoint"},
 	{"tokenize", ms_cli_tokenize, "print token ids (or --decode ids) with a checkpoint's tokenizer"},
 	{"embed", ms_cli_embed, "print a sentence embedding as a JSON array"},

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "host/host.h"
+#include "host/hub.h"
 
 struct route {
 	const char *method;  /* "GET" also matches HEAD */
@@ -41,6 +42,11 @@ static const struct route routes[] = {
 	{"POST", "spaces/*/*/gradio_api/run/*", ms_gradio_run},
 	{"POST", "spaces/*/*/gradio_api/api/*", ms_gradio_run},
 	{"POST", "spaces/*/*/run/*", ms_gradio_run},
+	/* the Hub mirror (hub_mirror.c); it reads the raw target itself, so that an encoded
+	 * revision such as refs%2Fpr%2F1 stays one segment */
+	{"GET", "api/models/**", ms_hub_route},
+	{"POST", "api/models/**", ms_hub_route},
+	{"GET", "*/*/resolve/**", ms_hub_route},
 };
 
 #define MAX_CAPTURES 6

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "host/host.h"
+#include "host/hub.h"
 
 static void on_sweep(uv_timer_t *t) { ms_sessions_sweep(t->data); }
 static void on_flush(uv_timer_t *t) { ms_apps_flush_runs(t->data); }
@@ -16,6 +17,8 @@ static void finish_shutdown(ms_host *h) {
 	ms_models_stop_all(h);
 	if (h->watch) ms_appdir_watch_stop(h->watch);
 	h->watch = NULL;
+	if (h->hub) ms_hub_free(h->hub); /* cancels fetches still running */
+	h->hub = NULL;
 	if (h->http) ms_http_server_close(h->http);
 	h->http = NULL;
 	uv_close((uv_handle_t *)&h->sweep_timer, NULL);
@@ -120,6 +123,13 @@ int ms_serve_main(int argc, char **argv) {
 		ms_store_close(h->store);
 		return 1;
 	}
+	ms_hub_env hub_env;
+	ms_hub_env_load(&hub_env);
+	if (ms_hub_mirror_new(h->loop, cfg.mirror, cfg.n_mirror, hub_env.cache, &h->mirror) ||
+	    ms_hub_new(h->loop, &hub_env, NULL, &h->hub)) {
+		fprintf(stderr, "moonspace serve: cannot start the Hub client and mirror\n");
+		return 1;
+	}
 	if (ms_appdir_watch_start(&h->watch, h->loop, (const char *const *)cfg.apps, (size_t)cfg.n_apps,
 				  (unsigned)cfg.rescan_ms, ms_apps_on_change, h)) {
 		fprintf(stderr, "moonspace serve: cannot watch the apps directories\n");
@@ -152,6 +162,7 @@ int ms_serve_main(int argc, char **argv) {
 	uv_run(h->loop, UV_RUN_DEFAULT);
 	ms_apps_flush_runs(h);
 	free_host_state(h);
+	ms_hub_mirror_free(h->mirror);
 	ms_models_free(h);
 	ms_apps_free(h);
 	uv_run(h->loop, UV_RUN_DEFAULT); /* the timers' close callbacks */
