@@ -33,12 +33,13 @@ static json_t *app_json(ms_host *h, ms_app *app, const ms_store_app *row) {
 	json_t *tags = json_array();
 	for (size_t i = 0; src->has_card && i < src->card.ntags; i++) json_array_append_new(tags, json_string(src->card.tags[i]));
 	if (!src->has_card || !src->card.title) json_object_set_new(card, "title", json_string(src->name));
-	return json_pack("{s:s,s:s,s:s,s:s,s:I,s:b,s:o,s:o,s:o,s:o,s:{s:s,s:s?},s:I}", "id", app->id, "_id", app->id,
+	return json_pack("{s:s,s:s,s:s,s:s,s:I,s:b,s:o,s:o,s:o,s:o,s:{s:s,s:s?,s:o},s:I}", "id", app->id, "_id", app->id,
 			 "author", src->owner, "sdk", src->has_card && src->card.sdk ? src->card.sdk : "lua", "likes",
 			 (json_int_t)(row ? row->likes : 0), "private", ms_appsrc_private(src), "tags", tags,
 			 "createdAt", iso_time(row ? row->created_at : 0), "lastModified",
 			 iso_time(row ? (row->last_run_at > row->updated_at ? row->last_run_at : row->updated_at) : 0),
-			 "cardData", card, "runtime", "stage", ms_stage_name(app->stage), "errorMessage", app->error,
+			 "cardData", card, "runtime", "stage", ms_stage_name(app->stage), "errorMessage", app->error, "build",
+			 ms_build_json(app),
 			 "runs", (json_int_t)(row ? row->runs : 0));
 }
 
@@ -137,6 +138,11 @@ void ms_api_like(ms_host *h, ms_http_req *req, char **args) {
 	if (rc < 0) return ms_http_respond_error(req, 500, "store", "%s", ms_strerror(rc));
 	respond_obj(req, 200, json_pack("{s:I,s:b}", "likes", (json_int_t)ms_store_like_count(h->store, app->id), "liked",
 					ms_store_liked(h->store, app->id, token_name) == 1));
+}
+
+void ms_api_events(ms_host *h, ms_http_req *req, char **args) {
+	ms_app *app = api_app(h, req, args, NULL, 0);
+	if (app) ms_build_listen(app, req);
 }
 
 void ms_api_restart(ms_host *h, ms_http_req *req, char **args) {

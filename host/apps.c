@@ -58,12 +58,17 @@ void ms_app_log(ms_app *app, const char *fmt, ...) {
 	app->log[slot] = strdup(line);
 }
 
-static void set_stage(ms_app *app, ms_stage stage, const char *error) {
+void ms_app_set_stage(ms_app *app, ms_stage stage, const char *error) {
 	app->stage = stage;
-	free(app->error);
-	app->error = error ? strdup(error) : NULL;
+	if (app->error != error) {
+		free(app->error);
+		app->error = error ? strdup(error) : NULL;
+	}
 	if (app->host->store) ms_store_app_set_status(app->host->store, app->id, ms_stage_name(stage), error);
+	ms_build_notify(app);
 }
+
+#define set_stage ms_app_set_stage
 
 const json_t *ms_app_endpoint(const ms_app *app, int fn_index) {
 	if (!app->iface || fn_index < 0) return NULL;
@@ -481,6 +486,8 @@ static void start_call(ms_app_worker *aw, ms_call *call) {
 	ms_call_started(call);
 }
 
+void ms_app_dispatch(ms_app *app) { dispatch(app); }
+
 static void dispatch(ms_app *app) {
 	ms_host *h = app->host;
 	int started = 0;
@@ -492,8 +499,10 @@ static void dispatch(ms_app *app) {
 		start_call(aw, c);
 		started = 1;
 	}
-	if (app->removed || h->shutting_down || app->restart_pending) return;
-	if (app->stage == MS_STAGE_RUNTIME_ERROR || !app->src || app->src->status != MS_APP_OK) return;
+	if (app->removed || h->shutting_down || app->restart_pending || app->building) return;
+	if (app->stage == MS_STAGE_RUNTIME_ERROR || app->stage == MS_STAGE_BUILD_ERROR || !app->src ||
+	    app->src->status != MS_APP_OK)
+		return;
 	/* keep one warm worker, and one more per waiting call up to the concurrency */
 	int have = current_workers(app);
 	int want = 1 + app->queued;
@@ -588,8 +597,11 @@ static void load_version(ms_app *app, ms_appsrc *src) {
 	app->backoff_ms = 0;
 	free(app->error);
 	app->error = NULL;
-	if (src->status == MS_APP_OK) app->stage = MS_STAGE_BUILDING;
-	else {
+	if (src->status == MS_APP_OK) {
+		app->stage = MS_STAGE_BUILDING;
+		ms_build_start(app); /* fetches the card's models first, when it names any */
+	} else {
+		ms_build_cancel(app);
 		app->stage = src->status == MS_APP_NO_APP_FILE ? MS_STAGE_NO_APP_FILE : MS_STAGE_CONFIG_ERROR;
 		app->error = strdup(src->error ? src->error : "the app cannot be loaded");
 		ms_app_log(app, "[moonspace] %s", app->error);
@@ -631,6 +643,7 @@ static void maybe_free_app(ms_app *app) {
 			*p = app->next;
 			break;
 		}
+	ms_build_free(app);
 	if (!uv_is_closing((uv_handle_t *)&app->restart_timer))
 		uv_close((uv_handle_t *)&app->restart_timer, on_app_timer_closed);
 }
@@ -659,6 +672,7 @@ void ms_apps_on_change(void *ud, ms_appdir_change kind, ms_appsrc *new_app, ms_a
 	}
 	MS_INFO("apps", "%s was removed", app->id);
 	app->removed = 1;
+	ms_build_cancel(app);
 	fail_queue(app, "This app was removed.");
 	app->n_runs = 0; /* its statistics go with it */
 	ms_sessions_drop_app(h, app);
@@ -682,6 +696,7 @@ void ms_apps_free(ms_host *h) {
 	while (h->apps) {
 		ms_app *a = h->apps;
 		h->apps = a->next;
+		ms_build_free(a);
 		if (!uv_is_closing((uv_handle_t *)&a->restart_timer))
 			uv_close((uv_handle_t *)&a->restart_timer, on_app_timer_closed);
 	}
@@ -710,5 +725,6 @@ void ms_app_restart(ms_app *app) {
 	}
 	/* a fresh version object is not needed: the retiring flag keeps old workers out */
 	set_stage(app, MS_STAGE_BUILDING, NULL);
+	if (ms_build_start(app) != 0) return; /* fetch the models again (a BUILD_ERROR's retry) */
 	spawn_worker(app);
 }

@@ -42,7 +42,9 @@ const char *ms_stage_name(ms_stage s);
 
 #define MS_APP_LOG_LINES 200
 #define MS_APP_MAX_WORKERS 64
-#define MS_APP_MAX_COMPONENTS 64 /* per endpoint, each way; and endpoints per app */
+#define MS_APP_MAX_COMPONENTS 64
+#define MS_APP_MAX_FETCHES 16   /* models + preload_from_hub entries */
+#define MS_APP_MAX_LISTENERS 64 /* status streams (/events) per app */ /* per endpoint, each way; and endpoints per app */
 
 struct ms_app_worker {
 	ms_app *app;
@@ -88,6 +90,14 @@ struct ms_app {
 	double avg_ms;        /* recent average duration, for ETAs */
 	ms_store_run *runs;   /* finished calls not yet written to the store */
 	size_t n_runs, cap_runs;
+
+	/* the build: models fetched before the first worker starts (build.c) */
+	struct ms_build_fetch *fetches[MS_APP_MAX_FETCHES];
+	int n_fetches;
+	int building;         /* fetches in flight: no worker starts yet */
+	ms_http_req *listeners[MS_APP_MAX_LISTENERS]; /* /events streams */
+	int n_listeners;
+	uint64_t last_notify_ns;
 
 	char *log[MS_APP_LOG_LINES]; /* ring of the app's last log lines */
 	int log_start, log_n;
@@ -183,6 +193,23 @@ int ms_app_enqueue(ms_app *app, ms_call *call);
 void ms_app_cancel_call(ms_app *app, ms_call *call);
 /* Starts the app again after an error (the page's retry button). */
 void ms_app_restart(ms_app *app);
+/* Sets the stage (and what to fix), records it and tells the status listeners. */
+void ms_app_set_stage(ms_app *app, ms_stage stage, const char *error);
+/* Hands queued calls to free workers and starts workers as needed. */
+void ms_app_dispatch(ms_app *app);
+
+/* ---- build.c ---- */
+/* Starts fetching the models the card names: 1 when the app must wait for them (stays
+ * BUILDING), 0 when there is nothing to fetch, <0 on error (the app is in BUILD_ERROR). */
+int ms_build_start(ms_app *app);
+void ms_build_cancel(ms_app *app);
+void ms_build_free(ms_app *app);
+/* The download progress while BUILDING, or JSON null. New reference. */
+json_t *ms_build_json(const ms_app *app);
+/* Status streams: /api/spaces/{owner}/{name}/events. */
+void ms_build_listen(ms_app *app, ms_http_req *req);
+void ms_build_notify(ms_app *app);
+void ms_build_drop_listeners(ms_app *app);
 /* The endpoint with this index, or NULL; and by api name (with or without '/'). */
 const json_t *ms_app_endpoint(const ms_app *app, int fn_index);
 int ms_app_endpoint_index(const ms_app *app, const char *api_name);
@@ -253,6 +280,7 @@ void ms_api_spaces(ms_host *h, ms_http_req *req, char **args);
 void ms_api_space(ms_host *h, ms_http_req *req, char **args);
 void ms_api_like(ms_host *h, ms_http_req *req, char **args);
 void ms_api_restart(ms_host *h, ms_http_req *req, char **args);
+void ms_api_events(ms_host *h, ms_http_req *req, char **args);
 void ms_page_gallery(ms_host *h, ms_http_req *req, char **args);
 void ms_page_app(ms_host *h, ms_http_req *req, char **args);
 void ms_page_static(ms_host *h, ms_http_req *req, char **args);

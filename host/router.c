@@ -24,6 +24,7 @@ static const struct route routes[] = {
 	{"POST", "api/spaces/*/*/like", ms_api_like},
 	{"DELETE", "api/spaces/*/*/like", ms_api_like},
 	{"POST", "api/spaces/*/*/restart", ms_api_restart},
+	{"GET", "api/spaces/*/*/events", ms_api_events},
 	{"GET", "spaces/*/*", ms_page_app},
 	{"GET", "spaces/*/*/embed", ms_page_app},
 	{"GET", "spaces/*/*/config", ms_gradio_config},

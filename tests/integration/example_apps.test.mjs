@@ -1,9 +1,11 @@
-// The example apps that call models, end to end: the Hugging Face cache holds fixture
-// checkpoints of the same architectures under the real repo ids the cards name, and each
-// app runs through the host, its worker, the model workers and back.
-import { readFileSync, rmSync } from "node:fs";
+// The example apps that call models, end to end, with no internet: a second moonspace is
+// the Hub (a mirror serving fixture checkpoints of the same architectures under the real
+// repo ids the cards name); the host under test starts with an empty cache, downloads every
+// app's models through its Hub client (BUILDING, then RUNNING), and each app runs through
+// the host, its worker, the model workers and back.
+import { mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync } from "node:fs";
 import { join } from "node:path";
-import { FIXTURES, ROOT, assert, assertEq, copyExampleApps, fixtureHubCache, readSSE, startHost, suite, tempDir } from "../lib/host.mjs";
+import { FIXTURES, assert, assertEq, copyExampleApps, fixtureMirror, readSSE, startHost, suite, tempDir, waitFor, writeApp } from "../lib/host.mjs";
 
 const s = suite("example-apps");
 const post = (url, body) => fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
@@ -74,9 +76,46 @@ s.test("chat: the reply streams into the chatbot, formatted by the checkpoint's 
   assert(history[1].content.length > 0, "a reply");
 });
 
+s.test("every app was BUILDING while its models downloaded, then RUNNING; the cache holds them", async ({ host, cache }) => {
+  const list = await (await fetch(host.url + "/api/spaces")).json();
+  for (const a of list.filter((x) => x.cardData.models && x.cardData.models.length))
+    assertEq(a.runtime.stage, "RUNNING", a.id + " " + a.runtime.errorMessage);
+  const snap = join(cache, "models--nickypro--tinyllama-15M", "snapshots");
+  const commits = readdirSync(snap);
+  assertEq(commits.length, 1);
+  const files = readdirSync(join(snap, commits[0])).sort();
+  assertEq(files, ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"], "only what a model app needs");
+  const info = await (await fetch(host.url + "/api/spaces/moonspace/story-writer")).json();
+  assert(info.logs.some((l) => /nickypro\/tinyllama-15M fetched/.test(l)), JSON.stringify(info.logs));
+});
+
+s.test("a model the Hub does not have is a BUILD_ERROR; retry after it appears", async ({ host, mirror, apps }) => {
+  writeApp(apps, "test/later", { title: "Later", models: ["test/later-model"] }, {
+    "app.lua": `local m = model("test/later-model")
+app.interface{fn=function(t) return m:tokenize(t) end, inputs={"text"}, outputs="json"}`,
+  });
+  const failed = await waitFor(async () => {
+    const x = await fetch(host.url + "/api/spaces/test/later");
+    if (x.status !== 200) return null;
+    const j = await x.json();
+    return j.runtime.stage === "BUILD_ERROR" ? j : null;
+  }, 30000, "BUILD_ERROR");
+  assert(/test\/later-model/.test(failed.runtime.errorMessage), failed.runtime.errorMessage);
+  // the status stream says so too
+  const ev = await readSSE(await fetch(host.url + "/api/spaces/test/later/events"), { until: (e) => e.length >= 1 });
+  assertEq(ev[0].json.stage, "BUILD_ERROR");
+  mkdirSync(join(mirror, "test"), { recursive: true });
+  symlinkSync(join(FIXTURES, "tokenizers/gpt2"), join(mirror, "test/later-model"));
+  const r = await fetch(host.url + "/api/spaces/test/later/restart", { method: "POST" });
+  assertEq(r.status, 200);
+  await waitFor(async () => (await (await fetch(host.url + "/api/spaces/test/later")).json()).runtime.stage === "RUNNING", 30000, "RUNNING");
+  const [ids] = await run(host, "test/later", "predict", ["Hello world"]);
+  assertEq(ids, [15496, 995]);
+});
+
 await s.run(async () => {
   const chatml = JSON.parse(readFileSync(join(FIXTURES, "chat-templates/qwen2-chatml.json"), "utf8"));
-  const cache = fixtureHubCache({
+  const mirror = fixtureMirror({
     "nickypro/tinyllama-15M": "models/stories260K",
     "HuggingFaceTB/SmolLM2-135M-Instruct": {
       dirs: ["models/tiny-llama-gqa"],
@@ -88,11 +127,16 @@ await s.run(async () => {
     "google-bert/bert-base-uncased": "tokenizers/bert-base-uncased",
     "hf-internal-testing/llama-tokenizer": "tokenizers/llama2",
   });
+  const empty = tempDir("ms-noapps-");
+  const hub = await startHost({ apps: [empty], args: ["--mirror", mirror], env: { HF_HUB_CACHE: tempDir("ms-hubcache-") } });
   const apps = tempDir("ms-apps-");
   copyExampleApps(apps);
-  return { host: await startHost({ apps: [apps], env: { HF_HUB_CACHE: cache } }), apps, cache };
-}, async ({ host, apps, cache }) => {
+  const cache = tempDir("ms-cache-");
+  const host = await startHost({ apps: [apps], env: { HF_HUB_CACHE: cache, HF_ENDPOINT: hub.url, HF_HUB_OFFLINE: "", HF_TOKEN: "" },
+    timeoutMs: 60000 });
+  return { host, hub, apps, cache, mirror, empty };
+}, async ({ host, hub, apps, cache, mirror, empty }) => {
   await host.stop();
-  rmSync(apps, { recursive: true, force: true });
-  rmSync(cache, { recursive: true, force: true });
+  await hub.stop();
+  for (const d of [apps, cache, mirror, empty]) rmSync(d, { recursive: true, force: true });
 });

@@ -52,10 +52,17 @@ s.test("an undeclared model is refused with a message that says what to do", asy
   assert(/not declared|models/.test(r.body.error), r.body.error);
 });
 
-s.test("a model missing from the cache gives a clear error", async ({ host }) => {
+s.test("an app whose model cannot be had is a BUILD_ERROR that says why", async ({ host }) => {
+  const a = await waitFor(async () => {
+    const x = await (await fetch(host.url + "/api/spaces/test/missing")).json();
+    return x.runtime.stage !== "BUILDING" ? x : null;
+  }, 20000, "the build to end");
+  assertEq(a.runtime.stage, "BUILD_ERROR");
+  assert(/nobody\/nothing/.test(a.runtime.errorMessage), a.runtime.errorMessage);
   const r = await run(host, "test/missing", "predict", ["x"]);
-  assertEq(r.status, 500);
-  assert(/not available/.test(r.body.error) && /nobody\/nothing/.test(r.body.error), r.body.error);
+  assertEq(r.status, 503);
+  // the apps that have their models keep working
+  assertEq((await run(host, "test/story", "predict", ["Once upon a time", 3])).status, 200);
 });
 
 s.test("cancelling a call stops its generation", async ({ host }) => {
@@ -109,7 +116,7 @@ app.interface{api_name="tokenize", fn=function(t) return m:tokenize(t) end, inpu
   writeApp(apps, "test/missing", { models: ["nobody/nothing"] }, {
     "app.lua": `app.interface{fn=function(x) return model("nobody/nothing"):classify(x) end, inputs={"text"}, outputs="json"}`,
   });
-  const host = await startHost({ apps: [apps], args: ["--model-idle", "2"], env: { HF_HUB_CACHE: cache } });
+  const host = await startHost({ apps: [apps], args: ["--model-idle", "2"], env: { HF_HUB_CACHE: cache, HF_HUB_OFFLINE: "1" } });
   return { host, apps, cache };
 }, async ({ host, apps, cache }) => {
   await host.stop();

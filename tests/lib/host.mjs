@@ -222,3 +222,31 @@ export function fixtureHubCache(repos) {
   }
   return cache;
 }
+
+// A directory of model repos laid out org/name/<files> for `moonspace serve --mirror`,
+// holding fixture folders under the repo ids given (same spec as fixtureHubCache).
+export function fixtureMirror(repos) {
+  const root = tempDir("ms-mirror-");
+  for (const [id, spec] of Object.entries(repos)) {
+    const dirs = typeof spec === "string" ? [spec] : spec.dirs;
+    const files = (typeof spec === "object" && spec.files) || {};
+    const dir = join(root, id);
+    mkdirSync(dir, { recursive: true });
+    for (const rel of dirs) {
+      const src = join(FIXTURES, rel);
+      if (!existsSync(src)) {
+        if (CI) throw new Error(`fixture ${src} missing (CI=true)`);
+        throw skip(`fixture ${src} missing`);
+      }
+      for (const f of readdirSync(src)) {
+        rmSync(join(dir, f), { force: true });
+        symlinkSync(join(src, f), join(dir, f));
+      }
+    }
+    for (const [name, text] of Object.entries(files)) {
+      rmSync(join(dir, name), { force: true });
+      writeFileSync(join(dir, name), text);
+    }
+  }
+  return root;
+}
