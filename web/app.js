@@ -4,7 +4,7 @@
 // one session_hash per page load) exactly as @gradio/client does, so the page exercises the
 // same path as every API client.
 import {
-  ROOT, api, el, gradient, stageBadge, isErrorStage, themeToggle, loginButton, loginDialog,
+  ROOT, api, el, gradient, stageBadge, isErrorStage, buildProgress, themeToggle, loginButton, loginDialog,
   siteHeader, fmtCount, fmtMs, renderMarkdown, authHeaders, getToken, ApiError,
 } from "./common.js";
 import { inputComponent, outputComponent } from "./components.js";
@@ -253,7 +253,7 @@ function stagePanel(a) {
       el("h2", "⚠️ This app is not running"),
       el("p.error-box", { role: "alert" }, rt.errorMessage || stage.replace(/_/g, " ").toLowerCase()),
       logsBox(a.logs, true),
-      stage === "RUNTIME_ERROR" ? el("p", el("button.btn.primary#restart", {
+      /RUNTIME_ERROR|BUILD_ERROR/.test(stage) ? el("p", el("button.btn.primary#restart", {
         onclick: async (ev) => {
           ev.target.disabled = true;
           try { await api(`/api/spaces/${ENC_ID}/restart`, { method: "POST" }); } catch (e) { ev.target.disabled = false; }
@@ -265,6 +265,7 @@ function stagePanel(a) {
     : stage === "SLEEPING" ? "The app is asleep; it wakes on the next visit." : "Starting…";
   return el("section.panel.stage-panel",
     el("h2", el("span.spinner", { "aria-hidden": "true" }), " ", msg),
+    buildProgress(rt.build),
     rt.errorMessage ? el("p.muted", rt.errorMessage) : null,
     logsBox(a.logs, false));
 }
@@ -688,6 +689,8 @@ async function refresh(force) {
     if (st) st.replaceChildren(stageBadge(a.runtime));
     const logs = document.querySelector(".logs .log-lines");
     if (logs && a.logs) logs.textContent = a.logs.join("\n");
+    const bar = document.querySelector(".build-progress"), nbar = buildProgress(a.runtime && a.runtime.build);
+    if (bar && nbar) bar.replaceWith(nbar);
     paintLike(a.likes, a.liked);
   }
   // Only apps with session state need the heartbeat (as Gradio's connect_heartbeat): each

@@ -104,9 +104,29 @@ const STAGES = {
   RUNTIME_ERROR: ["bad", "Runtime error"], BUILD_ERROR: ["bad", "Build error"],
   CONFIG_ERROR: ["bad", "Config error"], NO_APP_FILE: ["bad", "No app file"],
 };
+/** "12.3 MB" */
+export function fmtBytes(n) {
+  if (!n) return "0 B";
+  const u = ["B", "kB", "MB", "GB", "TB"];
+  const i = Math.min(u.length - 1, Math.floor(Math.log10(n) / 3));
+  return `${(n / 10 ** (3 * i)).toFixed(i ? 1 : 0)} ${u[i]}`;
+}
+
+/** Download progress of a BUILDING app (runtime.build), or null. */
+export function buildProgress(build) {
+  if (!build) return null;
+  const pct = build.total ? Math.min(100, Math.round((100 * build.bytes) / build.total)) : 0;
+  const text = `Downloading models: ${fmtBytes(build.bytes)} of ${fmtBytes(build.total)} · ` +
+    `${build.files_done}/${build.files_total} files` + (build.rate ? ` · ${fmtBytes(build.rate)}/s` : "");
+  return el("div.progress.build-progress", { role: "progressbar", "aria-valuenow": pct, "aria-valuemin": 0, "aria-valuemax": 100 },
+    el("div.bar", { style: `width:${pct}%` }), el("span.ptext", text));
+}
+
 export function stageBadge(runtime) {
   const stage = (runtime && runtime.stage) || "UNKNOWN";
-  const [kind, text] = STAGES[stage] || ["idle", stage.replace(/_/g, " ").toLowerCase()];
+  let [kind, text] = STAGES[stage] || ["idle", stage.replace(/_/g, " ").toLowerCase()];
+  const b = runtime && runtime.build;
+  if (stage === "BUILDING" && b && b.total) text += ` ${Math.min(100, Math.round((100 * b.bytes) / b.total))}%`;
   return el(`span.badge.badge-${kind}`, { title: (runtime && runtime.errorMessage) || text, dataset: { stage } },
     el("span.dot"), text);
 }
