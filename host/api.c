@@ -101,6 +101,7 @@ void ms_api_space(ms_host *h, ms_http_req *req, char **args) {
 	char token_name[MS_TOKEN_NAME_MAX + 1] = "";
 	ms_app *app = api_app(h, req, args, token_name, sizeof token_name);
 	if (!app) return;
+	ms_app_flush_runs(app);
 	ms_store_app row;
 	int have_row = ms_store_get(h->store, app->id, &row) == 0;
 	json_t *j = app_json(h, app, have_row ? &row : NULL);

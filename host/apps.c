@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "host/host.h"
 
@@ -19,9 +20,13 @@
 #define CRASH_LIMIT 5
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 10000
+/* Workers loading at once, host-wide: starting every app's worker together on a small
+ * machine makes each start slow enough to pass its time limit. */
+#define MAX_STARTING 4
 
 static void dispatch(ms_app *app);
 static void spawn_worker(ms_app *app);
+static void start_done(ms_host *h);
 static void maybe_free_app(ms_app *app);
 
 const char *ms_stage_name(ms_stage s) {
@@ -156,17 +161,42 @@ static const char *signal_reason(int sig) {
 	}
 }
 
+/* Runs are written to the store in batches (one transaction per app per flush, not one
+ * per call): ms_apps_flush_runs() runs on a timer and before statistics are read. */
+static void record_run(ms_app *app, double ms, int ok) {
+	if (app->n_runs == app->cap_runs) {
+		size_t cap = app->cap_runs ? app->cap_runs * 2 : 64;
+		ms_store_run *r = realloc(app->runs, cap * sizeof *r);
+		if (!r) return; /* a statistic lost, nothing else */
+		app->runs = r, app->cap_runs = cap;
+	}
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	app->runs[app->n_runs++] = (ms_store_run){ms, ok, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000};
+	if (app->n_runs >= 1024) ms_app_flush_runs(app);
+}
+
+void ms_app_flush_runs(ms_app *app) {
+	if (app->n_runs && app->host->store) ms_store_record_runs(app->host->store, app->id, app->runs, app->n_runs);
+	app->n_runs = 0;
+}
+
+void ms_apps_flush_runs(ms_host *h) {
+	for (ms_app *a = h->apps; a; a = a->next) ms_app_flush_runs(a);
+}
+
 static void finish_call(ms_app_worker *aw, int ok) {
 	ms_call *call = aw->call;
 	ms_app *app = aw->app;
 	if (!call) return;
 	uv_timer_stop(&aw->deadline);
+	ms_models_cancel(aw, -1);
 	aw->call = NULL;
 	call->worker = NULL;
 	app->running--;
 	double ms = (double)(ms_now_ns() - call->t_start) / 1e6;
 	app->avg_ms = app->avg_ms > 0 ? app->avg_ms * 0.8 + ms * 0.2 : ms;
-	if (app->host->store) ms_store_record_run(app->host->store, app->id, ms, ok);
+	record_run(app, ms, ok);
 }
 
 static void on_worker_exit(ms_worker *w, int64_t status, int sig, const char *reason, void *ud) {
@@ -174,14 +204,21 @@ static void on_worker_exit(ms_worker *w, int64_t status, int sig, const char *re
 	ms_app *app = aw->app;
 	ms_host *h = app->host;
 	aw->proc = NULL;
+	ms_models_cancel(aw, -1);
 	int idx = worker_index(app, aw);
 	if (idx >= 0) app->workers[idx] = app->workers[--app->n_workers];
-	if (!aw->ready) app->starting--;
+	if (!aw->ready) {
+		app->starting--;
+		start_done(h);
+	}
 	char why[512];
 	if (reason) snprintf(why, sizeof why, "%s", reason);
 	else if (sig) snprintf(why, sizeof why, "%s (signal %d)", signal_reason(sig), sig);
 	else snprintf(why, sizeof why, "it exited with status %lld", (long long)status);
-	int expected = aw->retiring || app->removed || h->shutting_down;
+	/* status 3: a hard stop, the worker ended a runaway call itself after answering it
+	 * (sandbox/PROTOCOL.md); a replacement starts, but it is no crash */
+	int hard_stop = !sig && status == 3 && aw->ready && !aw->call;
+	int expected = aw->retiring || app->removed || h->shutting_down || hard_stop;
 	if (!expected) {
 		ms_app_log(app, "[moonspace] worker %d stopped: %s", (int)ms_worker_pid(w), why);
 		MS_WARN("apps", "%s: worker %d stopped: %s", app->id, (int)ms_worker_pid(w), why);
@@ -214,8 +251,15 @@ static void on_worker_log(ms_worker *w, const char *line, void *ud) {
 
 static void on_deadline(uv_timer_t *t) {
 	ms_app_worker *aw = t->data;
-	char reason[128];
-	snprintf(reason, sizeof reason, "the call passed its time limit of %d s", aw->app->timeout_s);
+	char reason[160];
+	if (!aw->ready) { /* loading again would loop again: an error until the app changes */
+		snprintf(reason, sizeof reason, "the app did not start within %d s (an endless loop at the top level of app.lua?)",
+			 aw->app->timeout_s);
+		if (aw->src == aw->app->src) set_stage(aw->app, MS_STAGE_RUNTIME_ERROR, reason);
+		ms_app_log(aw->app, "[moonspace] %s", reason);
+		aw->retiring = 1;
+	} else
+		snprintf(reason, sizeof reason, "the call passed its time limit of %d s", aw->app->timeout_s);
 	if (aw->proc) ms_worker_kill(aw->proc, reason);
 }
 
@@ -272,6 +316,8 @@ static void on_ready(ms_app_worker *aw, json_t *msg) {
 	if (!valid_interface(msg)) return protocol_violation(aw, "\"ready\" without a valid endpoints list");
 	aw->ready = 1;
 	app->starting--;
+	start_done(app->host);
+	uv_timer_stop(&aw->deadline);
 	if (aw->src == app->src) {
 		json_decref(app->iface);
 		app->iface = json_incref(msg);
@@ -312,12 +358,16 @@ static void on_call_message(ms_app_worker *aw, const char *t, json_t *msg) {
 	} else if (!strcmp(t, "progress")) {
 		ms_call_progress(call, msg);
 	} else if (!strcmp(t, "model")) {
-		/* model calls are relayed to model workers once the runtime serves them */
-		json_t *reply = json_pack("{s:s,s:O,s:s}", "t", "model_error", "req", json_object_get(msg, "req"), "message",
-					  "this host has no model workers yet: model calls are not available");
-		send_to_worker(aw, reply);
+		if (!json_is_integer(json_object_get(msg, "req")) || !json_is_string(json_object_get(msg, "model")) ||
+		    !json_is_string(json_object_get(msg, "op")))
+			return protocol_violation(aw, "a \"model\" frame without req, model and op");
+		ms_models_request(aw, msg);
 		return;
-	} else if (strcmp(t, "model_cancel") != 0) {
+	} else if (!strcmp(t, "model_cancel")) {
+		json_t *req = json_object_get(msg, "req");
+		if (json_is_integer(req)) ms_models_cancel(aw, json_integer_value(req));
+		return;
+	} else {
 		return protocol_violation(aw, "an unknown message type");
 	}
 	if (aw->retiring && !aw->call && aw->proc) ms_worker_kill(aw->proc, NULL);
@@ -365,7 +415,7 @@ static void spawn_worker(ms_app *app) {
 	uv_timer_init(h->loop, &aw->deadline);
 	aw->deadline.data = aw;
 	static const ms_worker_cbs cbs = {on_worker_message, on_worker_log, on_worker_exit};
-	ms_worker_opts opts = {.exe = h->appworker_exe, .max_frame = 0, .drop_privileges = 1};
+	ms_worker_opts opts = {.exe = h->cfg->appworker, .max_frame = 0, .drop_privileges = 1};
 	char err[512];
 	if (ms_worker_spawn(h->loop, &opts, &cbs, aw, &aw->proc, err, sizeof err)) {
 		ms_app_log(app, "[moonspace] %s", err);
@@ -375,7 +425,12 @@ static void spawn_worker(ms_app *app) {
 	}
 	app->workers[app->n_workers++] = aw;
 	app->starting++;
+	h->starting++;
 	send_to_worker(aw, init_message(app, aw->src));
+	/* loading runs app code too: it gets the same time limit as a call. The loop's clock
+	 * may be stale here (the first scan runs before the loop), so refresh it first. */
+	uv_update_time(h->loop);
+	uv_timer_start(&aw->deadline, on_deadline, (uint64_t)app->timeout_s * 1000 + 1000, 0);
 }
 
 /* ---- the queue ---- */
@@ -421,6 +476,7 @@ static void start_call(ms_app_worker *aw, ms_call *call) {
 				json_object_get(ep, "api_name"), "data", call->data, "session",
 				call->session ? call->session->hash : call->event_id, "seed", (int)(seed & 0x7fffffff));
 	send_to_worker(aw, msg);
+	uv_update_time(app->host->loop);
 	uv_timer_start(&aw->deadline, on_deadline, (uint64_t)app->timeout_s * 1000 + 1000, 0);
 	ms_call_started(call);
 }
@@ -447,10 +503,24 @@ static void dispatch(ms_app *app) {
 	if (want > app->concurrency) want = app->concurrency;
 	if (want < 1) want = 1;
 	while (have < want) {
+		if (h->starting >= MAX_STARTING) {
+			app->start_waiting = 1; /* start_done() comes back when a start slot frees */
+			break;
+		}
 		spawn_worker(app);
 		have++;
 	}
 	if (started && app->queue_head) send_estimations(app);
+}
+
+/* A worker finished starting (ready or dead): let apps waiting for a start slot go on. */
+static void start_done(ms_host *h) {
+	h->starting--;
+	for (ms_app *a = h->apps; a && h->starting < MAX_STARTING; a = a->next)
+		if (a->start_waiting) {
+			a->start_waiting = 0;
+			dispatch(a);
+		}
 }
 
 int ms_app_enqueue(ms_app *app, ms_call *call) {
@@ -549,6 +619,7 @@ static void on_app_timer_closed(uv_handle_t *h) {
 	ms_appsrc_unref(app->src);
 	json_decref(app->iface);
 	free(app->error);
+	free(app->runs);
 	free(app);
 }
 
@@ -589,6 +660,7 @@ void ms_apps_on_change(void *ud, ms_appdir_change kind, ms_appsrc *new_app, ms_a
 	MS_INFO("apps", "%s was removed", app->id);
 	app->removed = 1;
 	fail_queue(app, "This app was removed.");
+	app->n_runs = 0; /* its statistics go with it */
 	ms_sessions_drop_app(h, app);
 	if (h->store) ms_store_app_remove(h->store, app->id);
 	for (int i = 0; i < app->n_workers; i++) {
@@ -603,6 +675,16 @@ int ms_apps_busy(const ms_host *h) {
 	int n = 0;
 	for (ms_app *a = h->apps; a; a = a->next) n += a->running + a->queued;
 	return n;
+}
+
+/* After the loop has stopped: every worker is gone, free the apps. */
+void ms_apps_free(ms_host *h) {
+	while (h->apps) {
+		ms_app *a = h->apps;
+		h->apps = a->next;
+		if (!uv_is_closing((uv_handle_t *)&a->restart_timer))
+			uv_close((uv_handle_t *)&a->restart_timer, on_app_timer_closed);
+	}
 }
 
 void ms_apps_stop_all(ms_host *h) {

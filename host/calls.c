@@ -14,11 +14,13 @@
 #include "host/components.h"
 #include "host/host.h"
 
-static unsigned bucket_of(const char *id) {
+static unsigned fnv1a(const char *s) {
 	unsigned h = 2166136261u;
-	for (; *id; id++) h = (h ^ (unsigned char)*id) * 16777619u;
-	return h % MS_CALL_BUCKETS;
+	for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
+	return h;
 }
+
+static unsigned bucket_of(const char *id) { return fnv1a(id) % MS_CALL_BUCKETS; }
 
 static void random_hex(char *out, size_t nbytes) {
 	unsigned char b[32];
@@ -96,7 +98,8 @@ ms_session *ms_session_get(ms_host *h, ms_app *app, const char *hash, int create
 	memcpy(key, app->id, idlen);
 	key[idlen] = '\n';
 	memcpy(key + idlen + 1, hash, strlen(hash) + 1);
-	for (ms_session *s = h->sessions; s; s = s->next)
+	ms_session **bucket = &h->sessions[fnv1a(key) % MS_SESSION_BUCKETS];
+	for (ms_session *s = *bucket; s; s = s->next)
 		if (!strcmp(s->key, key)) {
 			s->last_seen_ns = ms_now_ns();
 			return s;
@@ -110,13 +113,13 @@ ms_session *ms_session_get(ms_host *h, ms_app *app, const char *hash, int create
 	s->state = json_object();
 	s->last_seen_ns = ms_now_ns();
 	ms_buf_init(&s->pending);
-	s->next = h->sessions;
-	h->sessions = s;
+	s->next = *bucket;
+	*bucket = s;
 	return s;
 }
 
 static void free_session(ms_host *h, ms_session *s) {
-	for (ms_session **p = &h->sessions; *p; p = &(*p)->next)
+	for (ms_session **p = &h->sessions[fnv1a(s->key) % MS_SESSION_BUCKETS]; *p; p = &(*p)->next)
 		if (*p == s) {
 			*p = s->next;
 			break;
@@ -203,19 +206,21 @@ void ms_session_attach_heartbeat(ms_session *s, ms_http_req *req) {
 void ms_sessions_sweep(ms_host *h) {
 	uint64_t now = ms_now_ns();
 	ms_session *next;
-	for (ms_session *s = h->sessions; s; s = next) {
-		next = s->next;
-		if (!s->open_calls && !s->stream && !s->heartbeat && now - s->last_seen_ns > 3600ull * 1000000000ull)
-			free_session(h, s);
-	}
+	for (int b = 0; b < MS_SESSION_BUCKETS; b++)
+		for (ms_session *s = h->sessions[b]; s; s = next) {
+			next = s->next;
+			if (!s->open_calls && !s->stream && !s->heartbeat && now - s->last_seen_ns > 3600ull * 1000000000ull)
+				free_session(h, s);
+		}
 }
 
 void ms_sessions_drop_app(ms_host *h, ms_app *app) {
 	ms_session *next;
-	for (ms_session *s = h->sessions; s; s = next) {
-		next = s->next;
-		if (s->app == app) free_session(h, s);
-	}
+	for (int b = 0; b < MS_SESSION_BUCKETS; b++)
+		for (ms_session *s = h->sessions[b]; s; s = next) {
+			next = s->next;
+			if (s->app == app) free_session(h, s);
+		}
 }
 
 /* ---- call messages ---- */

@@ -26,6 +26,7 @@ typedef struct ms_app ms_app;
 typedef struct ms_call ms_call;
 typedef struct ms_session ms_session;
 typedef struct ms_app_worker ms_app_worker;
+typedef struct ms_model_proc ms_model_proc;
 
 /* Stages as the Hub's runtime.stage names them. */
 typedef enum ms_stage {
@@ -71,6 +72,7 @@ struct ms_app {
 	ms_app_worker *workers[MS_APP_MAX_WORKERS];
 	int n_workers;
 	int starting;         /* workers spawned but not ready */
+	int start_waiting;    /* wants a worker but the host-wide start limit was reached */
 
 	ms_call *queue_head, *queue_tail; /* calls waiting for a worker */
 	int queued;
@@ -84,6 +86,8 @@ struct ms_app {
 	unsigned backoff_ms;
 
 	double avg_ms;        /* recent average duration, for ETAs */
+	ms_store_run *runs;   /* finished calls not yet written to the store */
+	size_t n_runs, cap_runs;
 
 	char *log[MS_APP_LOG_LINES]; /* ring of the app's last log lines */
 	int log_start, log_n;
@@ -141,26 +145,27 @@ struct ms_session {
 };
 
 #define MS_CALL_BUCKETS 1024
+#define MS_SESSION_BUCKETS 1024
 #define MS_CALL_RETAIN 2000
 
 struct ms_host {
 	uv_loop_t *loop;
 	ms_settings *cfg;
-	char exe_dir[PATH_MAX];
-	char appworker_exe[PATH_MAX + 32];
-	char modelworker_exe[PATH_MAX + 32];
 	ms_http_server *http;
 	ms_store *store;
 	struct ms_hub_mirror *mirror; /* hub.h: the Hub mirror routes */
 	struct ms_hub *hub;           /* hub.h: the Hub client (HF_* environment) for fetching models */
 	ms_appdir_watch *watch;
 	ms_app *apps;
-	ms_session *sessions;
+	ms_session *sessions[MS_SESSION_BUCKETS]; /* hashed on the session key */
+	ms_model_proc *models;
 	ms_call *calls[MS_CALL_BUCKETS];
 	ms_call *retained_head, *retained_tail; /* finished calls, oldest first */
 	int n_retained;
 	int call_seq;
+	int starting;         /* app workers loading, host-wide */
 	uv_timer_t sweep_timer;
+	uv_timer_t flush_timer;
 	uv_signal_t sigint, sigterm;
 	uv_timer_t shutdown_timer;
 	int shutting_down;
@@ -186,6 +191,10 @@ void ms_app_log(ms_app *app, const char *fmt, ...) __attribute__((format(printf,
 double ms_app_eta(const ms_app *app, int rank);
 /* Stops every worker of every app (shutdown). */
 void ms_apps_stop_all(ms_host *h);
+void ms_apps_free(ms_host *h);
+/* Writes the runs recorded since the last flush to the store (one app, or all). */
+void ms_app_flush_runs(ms_app *app);
+void ms_apps_flush_runs(ms_host *h);
 int ms_apps_busy(const ms_host *h);
 
 /* ---- calls.c ---- */
@@ -209,6 +218,14 @@ void ms_session_attach_stream(ms_session *s, ms_http_req *req);
 void ms_session_attach_heartbeat(ms_session *s, ms_http_req *req);
 void ms_sessions_sweep(ms_host *h);
 void ms_sessions_drop_app(ms_host *h, ms_app *app);
+
+/* ---- models.c ---- */
+/* An app worker's "model" frame: checked against the card, relayed to a model worker. */
+void ms_models_request(ms_app_worker *aw, json_t *msg);
+/* Cancels the worker's model requests: one (app_req >= 0) or all of them (-1). */
+void ms_models_cancel(ms_app_worker *aw, json_int_t app_req);
+void ms_models_stop_all(ms_host *h);
+void ms_models_free(ms_host *h);
 
 /* ---- router.c ---- */
 void ms_host_handle(ms_http_req *req, void *ud);

@@ -31,6 +31,7 @@ enum { R_NONE, R_PENDING, R_STREAM, R_FILE, R_DONE };
 #define FILE_CHUNK (256u << 10)
 #define FILE_HIGH_WATER (512u << 10)
 #define LINGER_MS 1000
+#define STREAM_MAX_QUEUED (16u << 20) /* a stream reader this far behind is dropped */
 
 typedef struct conn conn;
 
@@ -43,6 +44,7 @@ typedef struct hreq {
 	int http10;
 	int chunked;           /* streaming with Transfer-Encoding: chunked */
 	int gone;              /* client disconnected before the response finished */
+	int orphan;            /* gone, nobody told: the handler's final call frees it */
 	uint64_t bytes;        /* body bytes sent */
 	uint64_t t0;
 	ms_buf xh;             /* headers from ms_http_set_header, "Name: v\r\n"... */
@@ -71,6 +73,7 @@ struct conn {
 	int rejected;
 	int closed;
 	int lingering;
+	int failed;            /* a write failed: closing on the next loop turn */
 	int nclosed;           /* handles closed so far (2 = free) */
 	int err_status;
 	ms_buf in;
@@ -99,6 +102,8 @@ struct ms_http_server {
 	int handles;
 	time_t date_t;
 	char date[40];
+	time_t log_t;
+	char log_stamp[32];
 	ms_buf log;
 	http_file_cache *fc;
 	char rbuf[64 * 1024];
@@ -251,22 +256,44 @@ static void buf_u64(ms_buf *b, uint64_t v) {
 }
 
 /* Access log lines collect in one buffer written once per loop turn (a write per
- * request would cost as much as the request itself). */
+ * request would cost as much as the request itself), and are put together by hand: a
+ * printf per request showed up in profiles. Same shape as ms_log's lines. */
 static void access_log(ms_http_server *s, hreq *r, int status) {
 	if (!s || !s->lim.access_log) return;
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
-	struct tm tm;
-	gmtime_r(&ts.tv_sec, &tm);
-	char stamp[40];
-	strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
-	double ms = r->t0 ? (double)(ms_now_ns() - r->t0) / 1e6 : 0.0;
+	if (ts.tv_sec != s->log_t) {
+		struct tm tm;
+		gmtime_r(&ts.tv_sec, &tm);
+		strftime(s->log_stamp, sizeof s->log_stamp, "%Y-%m-%dT%H:%M:%S.", &tm);
+		s->log_t = ts.tv_sec;
+	}
+	ms_buf *b = &s->log;
+	char ms3[4] = {(char)('0' + ts.tv_nsec / 100000000), (char)('0' + ts.tv_nsec / 10000000 % 10),
+		       (char)('0' + ts.tv_nsec / 1000000 % 10), 0};
+	buf_lit(b, s->log_stamp);
+	buf_lit(b, ms3);
+	buf_lit(b, "Z info http: ");
+	buf_lit(b, r->pub.method ? r->pub.method : "-");
+	ms_buf_append(b, " ", 1);
 	const char *path = r->pub.target && *r->pub.target ? r->pub.target : "-";
-	ms_buf_printf(&s->log, "%s.%03ldZ info http: %s %.512s %d %llu %.3fms %s\n", stamp, ts.tv_nsec / 1000000,
-		      r->pub.method ? r->pub.method : "-", path, status, (unsigned long long)r->bytes, ms, r->peer);
-	if (s->log.len > 32768) {
-		if (write(2, s->log.data, s->log.len) < 0) {}
-		ms_buf_reset(&s->log);
+	size_t pl = strlen(path);
+	ms_buf_append(b, path, pl > 512 ? 512 : pl);
+	ms_buf_append(b, " ", 1);
+	buf_u64(b, (uint64_t)status);
+	ms_buf_append(b, " ", 1);
+	buf_u64(b, r->bytes);
+	ms_buf_append(b, " ", 1);
+	uint64_t us = r->t0 ? (ms_now_ns() - r->t0) / 1000 : 0;
+	buf_u64(b, us / 1000);
+	char frac[6] = {'.', (char)('0' + us % 1000 / 100), (char)('0' + us % 100 / 10), (char)('0' + us % 10), 'm', 's'};
+	ms_buf_append(b, frac, 6);
+	ms_buf_append(b, " ", 1);
+	buf_lit(b, r->peer);
+	ms_buf_append(b, "\n", 1);
+	if (b->len > 32768) {
+		if (write(2, b->data, b->len) < 0) {}
+		ms_buf_reset(b);
 	}
 }
 
@@ -343,9 +370,23 @@ static void on_write(uv_write_t *w, int status);
 
 static void file_pump(conn *c);
 
+static void on_timer(uv_timer_t *t);
+
+/* A write failed. The close (and the handler's on_close) happens on the next loop turn,
+ * never inside the handler's own call to respond or write. */
+static int conn_fail(conn *c) {
+	if (!c->failed && !c->closed) {
+		c->failed = 1;
+		if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
+		c->reading = 0;
+		uv_timer_start(&c->timer, on_timer, 0, 0);
+	}
+	return MS_ECLOSED;
+}
+
 /* Writes bufs in order after anything already queued; copies what is not written now. */
 static int conn_write(conn *c, const uv_buf_t *bufs, unsigned n) {
-	if (c->closed || c->lingering) return MS_ECLOSED;
+	if (c->closed || c->lingering || c->failed) return MS_ECLOSED;
 	size_t total = 0;
 	for (unsigned i = 0; i < n; i++) total += bufs[i].len;
 	if (total == 0) return 0;
@@ -353,17 +394,11 @@ static int conn_write(conn *c, const uv_buf_t *bufs, unsigned n) {
 	if (c->queued == 0) {
 		int w = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
 		if (w >= 0) done = (size_t)w;
-		else if (w != UV_EAGAIN) {
-			conn_close(c);
-			return MS_ECLOSED;
-		}
+		else if (w != UV_EAGAIN) return conn_fail(c);
 	}
 	if (done == total) return 0;
 	wreq *wr = malloc(sizeof *wr + (total - done));
-	if (!wr) {
-		conn_close(c);
-		return MS_ENOMEM;
-	}
+	if (!wr) return conn_fail(c);
 	size_t skip = done, o = 0;
 	for (unsigned i = 0; i < n; i++) {
 		size_t l = bufs[i].len;
@@ -380,8 +415,7 @@ static int conn_write(conn *c, const uv_buf_t *bufs, unsigned n) {
 	uv_buf_t b = uv_buf_init(wr->data, (unsigned)o);
 	if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) {
 		free(wr);
-		conn_close(c);
-		return MS_ECLOSED;
+		return conn_fail(c);
 	}
 	c->queued += o;
 	return 0;
@@ -437,7 +471,6 @@ static void head_build(conn *c, hreq *r, int status, const char *ctype, int64_t 
 	buf_lit(o, "\r\n");
 }
 
-static void on_timer(uv_timer_t *t);
 static void conn_shutdown(conn *c);
 static void conn_start_read(conn *c);
 
@@ -445,15 +478,15 @@ static void conn_start_read(conn *c);
  * next request on this connection or close it. */
 static void req_finish(hreq *r) {
 	conn *c = r->conn;
-	if (!c) { /* the client left earlier and nobody was told: just free */
-		req_free(r);
+	if (!c) { /* the client left: an orphan is freed here, else the connection owns it */
+		if (r->orphan) req_free(r);
 		return;
 	}
 	ms_http_server *s = c->srv;
 	r->state = R_DONE;
 	if (s->inflight) s->inflight--;
 	access_log(s, r, r->status);
-	if (c->closed || c->lingering) return;
+	if (c->closed || c->lingering || c->failed) return;
 	if (!r->keep_alive || s->draining || llhttp_get_upgrade(&c->parser)) {
 		conn_shutdown(c);
 		return;
@@ -528,6 +561,7 @@ static void conn_close(conn *c) {
 			cb(&r->pub, r->on_close_ud);
 		} else if (!was_file) {
 			c->rq = NULL; /* the handler still holds it: freed by its respond/stream_end */
+			r->orphan = 1;
 		} else {
 			r->state = R_DONE;
 		}
@@ -568,7 +602,7 @@ static void on_shutdown(uv_shutdown_t *sr, int status) {
 
 /* Closes after everything queued has been written. */
 static void conn_shutdown(conn *c) {
-	if (c->closed || c->state == C_CLOSING) return;
+	if (c->closed || c->failed || c->state == C_CLOSING) return;
 	c->state = C_CLOSING;
 	uv_timer_stop(&c->timer);
 	c->sreq.data = c;
@@ -677,6 +711,10 @@ static int cb_headers_complete(llhttp_t *p) {
 	conn *c = CONN(p);
 	hreq *r = c->rq;
 	ms_http_server *s = c->srv;
+	if (p->http_major != 1) {
+		c->err_status = 505;
+		return -1;
+	}
 	if (req_parse_target(c, r) != 0) {
 		c->err_status = 400;
 		return -1;
@@ -689,7 +727,11 @@ static int cb_headers_complete(llhttp_t *p) {
 	}
 	if (has_body) {
 		const char *ex = ms_http_req_header(&r->pub, "expect");
-		if (ex && strcasecmp(ex, "100-continue") == 0 && !r->http10) {
+		if (ex && strcasecmp(ex, "100-continue") != 0) {
+			c->err_status = 417;
+			return -1;
+		}
+		if (ex && !r->http10) {
 			static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
 			uv_buf_t b = uv_buf_init((char *)cont, sizeof cont - 1);
 			conn_write(c, &b, 1);
@@ -733,7 +775,7 @@ static void conn_dispatch(conn *c) {
 static void conn_process(conn *c) {
 	if (c->processing) return;
 	c->processing = 1;
-	while (!c->closed && (c->state == C_IDLE || c->state == C_HEAD || c->state == C_BODY) &&
+	while (!c->closed && !c->failed && (c->state == C_IDLE || c->state == C_HEAD || c->state == C_BODY) &&
 	       c->in_off < c->in.len) {
 		const char *d = c->in.data + c->in_off;
 		size_t n = c->in.len - c->in_off;
@@ -748,7 +790,9 @@ static void conn_process(conn *c) {
 			int st = c->err_status ? c->err_status : 400;
 			const char *why = st == 414 ? "request target too long" :
 					  st == 431 ? "request headers too large" :
-					  st == 413 ? "request body too large" : llhttp_get_error_reason(&c->parser);
+					  st == 413 ? "request body too large" :
+					  st == 417 ? "only Expect: 100-continue is supported" :
+					  st == 505 ? "only HTTP/1.x is supported" : llhttp_get_error_reason(&c->parser);
 			conn_error(c, st, why && !strchr(why, '"') ? why : "malformed request");
 			break;
 		}
@@ -793,7 +837,7 @@ static void conn_start_read(conn *c) {
 static void on_timer(uv_timer_t *t) {
 	conn *c = t->data;
 	if (c->closed) return;
-	if (c->lingering) {
+	if (c->lingering || c->failed) {
 		conn_close(c);
 		return;
 	}
@@ -1000,7 +1044,7 @@ void ms_http_set_header(ms_http_req *req, const char *name, const char *value) {
 /* For a request whose client left: the handler's final call frees it. */
 static int orphan_done(ms_http_req *req) {
 	hreq *r = (hreq *)req;
-	if (r && !r->conn && r->state != R_DONE) {
+	if (r && r->orphan) {
 		req_free(r);
 		return 1;
 	}
@@ -1039,7 +1083,7 @@ void http_respond_fd(ms_http_req *req, int status, const char *ctype, const char
 	r->status = status;
 	if (conn_write(c, &b, 1) != 0 || r->pub.is_head || len == 0) {
 		close(fd);
-		if (!c->closed) req_finish(r);
+		req_finish(r);
 		return;
 	}
 	r->fd = fd;
@@ -1053,17 +1097,18 @@ void http_respond_fd(ms_http_req *req, int status, const char *ctype, const char
  * FILE_HIGH_WATER bytes queued; on_write calls back here as the socket drains. */
 static void file_pump(conn *c) {
 	hreq *r = c->rq;
+	if (c->failed) return;
 	while (r->fleft > 0 && c->queued < FILE_HIGH_WATER) {
 		size_t n = r->fleft < FILE_CHUNK ? (size_t)r->fleft : FILE_CHUNK;
 		wreq *wr = malloc(sizeof *wr + n);
 		if (!wr) {
-			conn_close(c);
+			conn_fail(c);
 			return;
 		}
 		ssize_t got = pread(r->fd, wr->data, n, (off_t)r->foff);
 		if (got <= 0) { /* the file shrank under us: the length promised cannot be kept */
 			free(wr);
-			conn_close(c);
+			conn_fail(c);
 			return;
 		}
 		wr->c = c;
@@ -1071,7 +1116,7 @@ static void file_pump(conn *c) {
 		uv_buf_t b = uv_buf_init(wr->data, (unsigned)got);
 		if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) {
 			free(wr);
-			conn_close(c);
+			conn_fail(c);
 			return;
 		}
 		c->queued += (size_t)got;
@@ -1144,6 +1189,7 @@ int ms_http_stream_write(ms_http_req *req, const void *data, size_t len) {
 	if (!r) return MS_ECLOSED;
 	if (len == 0 || r->pub.is_head) return 0;
 	conn *c = r->conn;
+	if (c->queued > STREAM_MAX_QUEUED) return conn_fail(c); /* the client stopped reading */
 	r->bytes += len;
 	if (!r->chunked) {
 		uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
@@ -1176,7 +1222,7 @@ void ms_http_stream_end(ms_http_req *req) {
  * after heartbeat_ms without a send; every send restarts it. */
 static void on_heartbeat(uv_timer_t *t) {
 	conn *c = t->data;
-	if (c->closed || !c->rq || c->rq->state != R_STREAM) return;
+	if (c->closed || c->failed || !c->rq || c->rq->state != R_STREAM) return;
 	hreq *r = c->rq;
 	const char *txt = r->xh.data; /* the heartbeat text is kept in xh once headers are out */
 	ms_http_stream_write(&r->pub, txt, r->xh.len);
@@ -1200,7 +1246,7 @@ int ms_http_sse_start(ms_http_req *req, unsigned heartbeat_ms, const char *heart
 int ms_http_sse_send(ms_http_req *req, const char *text, size_t len) {
 	hreq *r = live(req, R_STREAM);
 	if (!r) return MS_ECLOSED;
-	if (uv_is_active((uv_handle_t *)&r->conn->timer)) uv_timer_again(&r->conn->timer);
+	if (!r->conn->failed && uv_is_active((uv_handle_t *)&r->conn->timer)) uv_timer_again(&r->conn->timer);
 	return ms_http_stream_write(req, text, len);
 }
 

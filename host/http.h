@@ -63,13 +63,17 @@ typedef struct ms_http_limits {
 } ms_http_limits;
 
 void ms_http_limits_default(ms_http_limits *l);
+/* (ms_http_server_new: limits NULL means the defaults; a zero number in it means that
+ * number's default; access_log is taken as given.) */
 
 /* Creates and binds (does not block). host "127.0.0.1", port 0 = ephemeral. */
 int ms_http_server_new(uv_loop_t *loop, const char *host, int port, const ms_http_limits *limits,
 		       ms_http_handler handler, void *ud, ms_http_server **out);
 /* The bound port (useful with port 0). */
 int ms_http_server_port(const ms_http_server *s);
-/* Stops accepting new connections; open ones continue. */
+/* Stops accepting new connections (the listening socket is closed); open ones continue:
+ * idle keep-alive connections are closed at once, busy ones after their response
+ * (which then says Connection: close). */
 void ms_http_server_stop_accepting(ms_http_server *s);
 /* Number of requests whose response is not finished yet. */
 unsigned ms_http_server_inflight(const ms_http_server *s);
@@ -104,7 +108,12 @@ int ms_http_sse_send(ms_http_req *req, const char *text, size_t len);
 
 /* Called once when the client disconnects before the response finished (stream or
  * pending). After the callback returns, req is invalid: drop every pointer to it. Calling
- * again replaces the callback; NULL removes it. */
+ * again replaces the callback; NULL removes it. The callback never runs inside the
+ * handler's own ms_http_* call (a failed write closes on the next loop turn). A client
+ * that closes or half-closes its end (EOF) while its request is in flight counts as gone.
+ * Without a callback, a request whose client left stays allocated until the handler
+ * finishes it (ms_http_respond* or ms_http_stream_end, which then just free it; stream
+ * writes return MS_ECLOSED meanwhile): the handler must still finish every request. */
 void ms_http_on_close(ms_http_req *req, void (*cb)(ms_http_req *req, void *ud), void *ud);
 
 /* ---- static files ---- */
@@ -116,9 +125,13 @@ typedef struct ms_http_static_opts {
 
 /* Answers req with the file root/rel (rel is a decoded URL path below the root). Refuses
  * anything that escapes root ("..", NUL, symlinks resolving outside) with 404. Handles
- * MIME types, ETag + If-None-Match (304), Last-Modified, Range (206/416), gzip, HEAD.
- * Returns 0 when it answered, MS_ENOENT when no such file (nothing sent, so the caller may
- * try something else). */
+ * MIME types, ETag + If-None-Match (304), If-Modified-Since, Last-Modified, Range
+ * (206/416, one range; If-Range), gzip, HEAD; other methods get 405. A directory serves
+ * its index.html. Returns 0 when it answered, MS_ENOENT when no such file, or for names
+ * starting with '.' (nothing sent, so the caller may try something else).
+ * Files are cached per server (keyed by path, checked with one stat per request against
+ * device, inode, size and mtime): files up to 1 MiB are answered from memory, with their
+ * gzipped bytes made once per version; bigger ones are sent from disk in pieces. */
 int ms_http_serve_file(ms_http_req *req, const char *root, const char *rel, const ms_http_static_opts *opts);
 
 /* Answers req with `len` bytes of the open file fd from `off` (Content-Length len), read in

@@ -9,10 +9,12 @@
 #include "host/hub.h"
 
 static void on_sweep(uv_timer_t *t) { ms_sessions_sweep(t->data); }
+static void on_flush(uv_timer_t *t) { ms_apps_flush_runs(t->data); }
 
 static void finish_shutdown(ms_host *h) {
 	uv_timer_stop(&h->shutdown_timer);
 	ms_apps_stop_all(h);
+	ms_models_stop_all(h);
 	if (h->watch) ms_appdir_watch_stop(h->watch);
 	h->watch = NULL;
 	if (h->hub) ms_hub_free(h->hub); /* cancels fetches still running */
@@ -20,6 +22,7 @@ static void finish_shutdown(ms_host *h) {
 	if (h->http) ms_http_server_close(h->http);
 	h->http = NULL;
 	uv_close((uv_handle_t *)&h->sweep_timer, NULL);
+	uv_close((uv_handle_t *)&h->flush_timer, NULL);
 	uv_close((uv_handle_t *)&h->shutdown_timer, NULL);
 	uv_close((uv_handle_t *)&h->sigint, NULL);
 	uv_close((uv_handle_t *)&h->sigterm, NULL);
@@ -61,13 +64,14 @@ static void drop_stale_rows(ms_host *h) {
 }
 
 static void free_host_state(ms_host *h) {
-	while (h->sessions) {
-		ms_session *s = h->sessions;
-		h->sessions = s->next;
-		ms_buf_free(&s->pending);
-		json_decref(s->state);
-		free(s);
-	}
+	for (int b = 0; b < MS_SESSION_BUCKETS; b++)
+		while (h->sessions[b]) {
+			ms_session *s = h->sessions[b];
+			h->sessions[b] = s->next;
+			ms_buf_free(&s->pending);
+			json_decref(s->state);
+			free(s);
+		}
 	for (int b = 0; b < MS_CALL_BUCKETS; b++) {
 		while (h->calls[b]) {
 			ms_call *c = h->calls[b];
@@ -103,9 +107,6 @@ int ms_serve_main(int argc, char **argv) {
 	h->cfg = &cfg;
 	h->loop = uv_default_loop();
 	h->started_ns = ms_now_ns();
-	if (ms_exe_dir(h->exe_dir, sizeof h->exe_dir)) strcpy(h->exe_dir, ".");
-	snprintf(h->appworker_exe, sizeof h->appworker_exe, "%s/moonspace-appworker", h->exe_dir);
-	snprintf(h->modelworker_exe, sizeof h->modelworker_exe, "%s/moonspace-modelworker", h->exe_dir);
 	char err[1024];
 	if (ms_store_open(&h->store, cfg.data, err, sizeof err)) {
 		fprintf(stderr, "moonspace serve: %s\n", err);
@@ -139,6 +140,10 @@ int ms_serve_main(int argc, char **argv) {
 	h->sweep_timer.data = h;
 	uv_timer_start(&h->sweep_timer, on_sweep, 60000, 60000);
 	uv_unref((uv_handle_t *)&h->sweep_timer);
+	uv_timer_init(h->loop, &h->flush_timer);
+	h->flush_timer.data = h;
+	uv_timer_start(&h->flush_timer, on_flush, 500, 500);
+	uv_unref((uv_handle_t *)&h->flush_timer);
 	uv_timer_init(h->loop, &h->shutdown_timer);
 	h->shutdown_timer.data = h;
 	uv_signal_init(h->loop, &h->sigint);
@@ -155,10 +160,14 @@ int ms_serve_main(int argc, char **argv) {
 #endif
 	fflush(stderr);
 	uv_run(h->loop, UV_RUN_DEFAULT);
+	ms_apps_flush_runs(h);
 	free_host_state(h);
+	ms_models_free(h);
+	ms_apps_free(h);
+	uv_run(h->loop, UV_RUN_DEFAULT); /* the timers' close callbacks */
+	if (uv_loop_close(h->loop)) MS_WARN("serve", "some handles were still open at exit");
 	ms_hub_mirror_free(h->mirror);
 	ms_store_close(h->store);
-	uv_loop_close(h->loop);
 	MS_INFO("serve", "stopped cleanly");
 	free(h);
 	ms_settings_free(&cfg);

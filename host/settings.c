@@ -31,6 +31,8 @@ static const struct setting settings[] = {
 	{"mirror", T_DIRS, OFF(mirror), OFF(n_mirror), 0, 0, "DIR", "a directory of model repos (ORG/NAME/files) to serve as a Hub mirror; repeatable"},
 	{"data", T_STR, OFF(data), 0, 0, 0, "DIR", "where the SQLite store and other state live (default ./data)"},
 	{"web", T_STR, OFF(web), 0, 0, 0, "DIR", "the web UI's files (default: web/ beside bin/)"},
+	{"appworker", T_STR, OFF(appworker), 0, 0, 0, "PATH", "the app worker binary (default: moonspace-appworker beside this binary)"},
+	{"modelworker", T_STR, OFF(modelworker), 0, 0, 0, "PATH", "the model worker binary (default: moonspace-modelworker beside this binary)"},
 	{"root-path", T_STR, OFF(root_path), 0, 0, 0, "PATH", "URL prefix when served behind a reverse proxy at a sub-path, e.g. /demos"},
 	{"require-token", T_BOOL, OFF(require_token), 0, 0, 1, NULL, "every app answers 401 without a valid token (see `moonspace token`)"},
 	{"max-connections", T_INT, OFF(max_connections), 0, 1, 1000000, "N", "open connections at once; more get 503 (default 1024)"},
@@ -84,6 +86,10 @@ void ms_settings_init(ms_settings *c, const char *exe_dir) {
 	ms_settings_find_dir(exe_dir, "web", path, sizeof path);
 	c->web = xstrdup(path);
 	c->root_path = xstrdup("");
+	snprintf(path, sizeof path, "%s/moonspace-appworker", exe_dir ? exe_dir : ".");
+	c->appworker = xstrdup(path);
+	snprintf(path, sizeof path, "%s/moonspace-modelworker", exe_dir ? exe_dir : ".");
+	c->modelworker = xstrdup(path);
 	c->max_connections = 1024;
 	c->max_body_mb = 16;
 	c->max_queue = 64;
@@ -110,6 +116,8 @@ void ms_settings_free(ms_settings *c) {
 	free(c->data);
 	free(c->web);
 	free(c->root_path);
+	free(c->appworker);
+	free(c->modelworker);
 	free(c->config_file);
 	memset(c, 0, sizeof *c);
 }

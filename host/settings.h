@@ -22,6 +22,8 @@ typedef struct ms_settings {
 	char *data;      /* SQLite and other state */
 	char *web;       /* static files; default <binary>/../web */
 	char *root_path; /* "" or "/prefix" (no trailing slash) */
+	char *appworker;   /* the app worker binary; default beside bin/moonspace */
+	char *modelworker; /* the model worker binary; default beside bin/moonspace */
 	int require_token;
 	int max_connections;
 	int max_body_mb;

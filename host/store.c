@@ -538,38 +538,53 @@ int ms_store_list(ms_store *st, const ms_store_query *qin, ms_store_app **out, s
 
 /* ---------------------------------------------------------------- runs */
 
-int ms_store_record_run(ms_store *st, const char *app_id, double duration_ms, int ok) {
-	if (!app_id || !(duration_ms >= 0)) return MS_EINVAL;
-	int64_t now = now_ms();
-	if (exec_sql(st, "BEGIN")) return MS_EIO;
+/* One run inside the caller's transaction. */
+static int add_run(ms_store *st, const char *app_id, const ms_store_run *run) {
 	sqlite3_stmt *s = stmt(st, Q_APP_TOUCH);
-	int rc = MS_EIO;
-	if (!s) goto out;
+	int rc;
+	if (!s) return MS_EIO;
 	bind_text(s, 1, app_id);
-	sqlite3_bind_int64(s, 2, now);
-	if ((rc = exec_stmt(st, s))) goto out;
-	if (sqlite3_changes(st->db) == 0) { rc = MS_ENOENT; goto out; }
-	if (!(s = stmt(st, Q_STATS_ADD))) { rc = MS_EIO; goto out; }
+	sqlite3_bind_int64(s, 2, run->at);
+	if ((rc = exec_stmt(st, s))) return rc;
+	if (sqlite3_changes(st->db) == 0) return MS_ENOENT;
+	if (!(s = stmt(st, Q_STATS_ADD))) return MS_EIO;
 	bind_text(s, 1, app_id);
-	sqlite3_bind_int(s, 2, ok ? 0 : 1);
-	sqlite3_bind_double(s, 3, duration_ms);
-	if ((rc = exec_stmt(st, s))) goto out;
-	if (!(s = stmt(st, Q_RUN_INSERT))) { rc = MS_EIO; goto out; }
+	sqlite3_bind_int(s, 2, run->ok ? 0 : 1);
+	sqlite3_bind_double(s, 3, run->duration_ms);
+	if ((rc = exec_stmt(st, s))) return rc;
+	if (!(s = stmt(st, Q_RUN_INSERT))) return MS_EIO;
 	bind_text(s, 1, app_id);
-	sqlite3_bind_int64(s, 2, now);
-	sqlite3_bind_double(s, 3, duration_ms);
-	sqlite3_bind_int(s, 4, ok ? 1 : 0);
-	if ((rc = exec_stmt(st, s))) goto out;
-	if (!(s = stmt(st, Q_RUN_PRUNE))) { rc = MS_EIO; goto out; }
-	bind_text(s, 1, app_id);
-	sqlite3_bind_int(s, 2, MS_STORE_RECENT_RUNS);
-	rc = exec_stmt(st, s);
-out:
+	sqlite3_bind_int64(s, 2, run->at);
+	sqlite3_bind_double(s, 3, run->duration_ms);
+	sqlite3_bind_int(s, 4, run->ok ? 1 : 0);
+	return exec_stmt(st, s);
+}
+
+int ms_store_record_runs(ms_store *st, const char *app_id, const ms_store_run *runs, size_t n) {
+	if (!app_id) return MS_EINVAL;
+	for (size_t i = 0; i < n; i++)
+		if (!(runs[i].duration_ms >= 0)) return MS_EINVAL;
+	if (n == 0) return 0;
+	if (exec_sql(st, "BEGIN")) return MS_EIO;
+	int rc = 0;
+	for (size_t i = 0; i < n && !rc; i++) rc = add_run(st, app_id, &runs[i]);
+	sqlite3_stmt *s;
+	if (!rc && !(s = stmt(st, Q_RUN_PRUNE))) rc = MS_EIO;
+	if (!rc) {
+		bind_text(s, 1, app_id);
+		sqlite3_bind_int(s, 2, MS_STORE_RECENT_RUNS);
+		rc = exec_stmt(st, s);
+	}
 	if (rc) {
 		exec_sql(st, "ROLLBACK");
 		return rc;
 	}
 	return exec_sql(st, "COMMIT");
+}
+
+int ms_store_record_run(ms_store *st, const char *app_id, double duration_ms, int ok) {
+	ms_store_run run = {duration_ms, ok, now_ms()};
+	return ms_store_record_runs(st, app_id, &run, 1);
 }
 
 int ms_store_get_stats(ms_store *st, const char *app_id, ms_store_stats *out) {

@@ -122,6 +122,13 @@ void ms_store_apps_free(ms_store_app *a, size_t n);
 /* Records one finished call (duration in ms, ok = 0 for an error) and bumps last_run_at.
  * Keeps the last MS_STORE_RECENT_RUNS durations per app. MS_ENOENT for an unknown app. */
 int ms_store_record_run(ms_store *st, const char *app_id, double duration_ms, int ok);
+/* Several finished calls in one transaction (a busy app records its runs in batches). */
+typedef struct ms_store_run {
+	double duration_ms;
+	int ok;
+	int64_t at; /* when it finished, Unix ms */
+} ms_store_run;
+int ms_store_record_runs(ms_store *st, const char *app_id, const ms_store_run *runs, size_t n);
 /* Statistics of an app (zeros when it never ran); MS_ENOENT for an unknown app. */
 int ms_store_get_stats(ms_store *st, const char *app_id, ms_store_stats *out);
 

@@ -74,12 +74,9 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int sig) {
 	w->exited = 1;
 	w->exit_status = status;
 	w->term_signal = sig;
-	/* the process is gone: whatever is still in the pipes is read before they close */
+	/* the process is gone: its socket and pipes are read to their end (a last frame may
+	 * still be in them, e.g. the answer before a hard stop) and close on EOF */
 	close_handle(w, (uv_handle_t *)p);
-	if (!w->sock_closed) {
-		w->sock_closed = 1;
-		close_handle(w, (uv_handle_t *)&w->sock);
-	}
 }
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
@@ -169,7 +166,12 @@ int ms_worker_spawn(uv_loop_t *loop, const ms_worker_opts *opts, const ms_worker
 	w->proc.data = w;
 	w->open_handles = 3;
 
-	uv_stdio_container_t stdio[4];
+	uv_stdio_container_t stdio[8];
+	int n_extra = opts->n_extra_fds > 4 ? 4 : opts->n_extra_fds;
+	for (int i = 0; i < n_extra; i++) {
+		stdio[4 + i].flags = UV_INHERIT_FD;
+		stdio[4 + i].data.fd = opts->extra_fds[i];
+	}
 	stdio[0].flags = UV_IGNORE;
 	stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
 	stdio[1].data.stream = (uv_stream_t *)&w->out.pipe;
@@ -192,7 +194,7 @@ int ms_worker_spawn(uv_loop_t *loop, const ms_worker_opts *opts, const ms_worker
 	po.env = env;
 	po.exit_cb = on_exit_cb;
 	po.stdio = stdio;
-	po.stdio_count = 4;
+	po.stdio_count = 4 + n_extra;
 	if (opts->drop_privileges && geteuid() == 0) {
 		po.flags |= UV_PROCESS_SETUID | UV_PROCESS_SETGID;
 		po.uid = 65534;

@@ -32,6 +32,8 @@ typedef struct ms_worker_opts {
 	const char *exe;      /* path of the worker binary */
 	size_t max_frame;     /* largest frame accepted (default 16 MiB) */
 	int drop_privileges;  /* when the host runs as root: run the worker as nobody */
+	const int *extra_fds; /* inherited as fds 4, 5, ... (e.g. a directory the worker may not reach by path) */
+	int n_extra_fds;      /* at most 4 */
 } ms_worker_opts;
 
 int ms_worker_spawn(uv_loop_t *loop, const ms_worker_opts *opts, const ms_worker_cbs *cbs, void *ud,

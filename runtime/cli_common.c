@@ -7,13 +7,13 @@
 
 #include "runtime/modeldir.h"
 
-ms_model *ms_cli_load_model(const char *prog, const char *spec, int threads) {
+ms_model *ms_cli_load_model(const char *prog, const char *spec, int threads, int q8) {
 	char dir[4096], err[1024];
 	if (ms_modeldir_resolve(spec, dir, sizeof dir, err, sizeof err) != 0) {
 		fprintf(stderr, "moonspace %s: %s\n", prog, err);
 		return NULL;
 	}
-	ms_model_opts o = {threads};
+	ms_model_opts o = {.n_threads = threads, .q8 = q8};
 	ms_model *m;
 	int rc = ms_model_load(dir, &o, &m, err, sizeof err);
 	if (rc != 0) {

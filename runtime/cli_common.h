@@ -6,7 +6,7 @@
 
 /* Resolves MODEL (directory or Hub repo id) and loads it; prints the error and returns
  * NULL on failure. */
-ms_model *ms_cli_load_model(const char *prog, const char *spec, int threads);
+ms_model *ms_cli_load_model(const char *prog, const char *spec, int threads, int q8);
 /* Parses a number argument or prints an error; returns 0 on success. */
 int ms_cli_int(const char *prog, const char *opt, const char *s, long lo, long hi, long *out);
 int ms_cli_float(const char *prog, const char *opt, const char *s, double lo, double hi, double *out);

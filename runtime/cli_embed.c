@@ -34,7 +34,7 @@ int ms_cli_embed(int argc, char **argv) {
 		usage(stderr);
 		return 2;
 	}
-	ms_model *m = ms_cli_load_model("embed", pos[0], (int)threads);
+	ms_model *m = ms_cli_load_model("embed", pos[0], (int)threads, 0);
 	if (!m) return 1;
 	float *vec;
 	size_t dim;

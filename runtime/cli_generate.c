@@ -20,6 +20,7 @@ static void usage(FILE *f) {
 		"  --seed S            random seed (default: from the clock)\n"
 		"  --stop TEXT         stop when TEXT is generated (repeatable, up to 8)\n"
 		"  --threads N         compute threads (default: all cores)\n"
+		"  --q8                8-bit weights with per-block scales (faster, approximate)\n"
 		"  --no-eos            keep generating past the end-of-sequence token\n");
 }
 
@@ -34,7 +35,7 @@ int ms_cli_generate(int argc, char **argv) {
 	int n_stops = 0;
 	long n = 256, top_k = 0, threads = 0, seed = 0;
 	double temp = 1.0, top_p = 0.9, rep = 1.0;
-	int no_eos = 0;
+	int no_eos = 0, q8 = 0;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		int bad = 0;
@@ -61,6 +62,8 @@ int ms_cli_generate(int argc, char **argv) {
 		} else if (!strcmp(a, "--stop")) {
 			if (!v || n_stops == 8) bad = 1;
 			else stops[n_stops++] = v, i++;
+		} else if (!strcmp(a, "--q8")) {
+			q8 = 1;
 		} else if (!strcmp(a, "--no-eos")) {
 			no_eos = 1;
 		} else if (a[0] == '-' && a[1]) {
@@ -80,7 +83,7 @@ int ms_cli_generate(int argc, char **argv) {
 		usage(stderr);
 		return 2;
 	}
-	ms_model *m = ms_cli_load_model("generate", model, (int)threads);
+	ms_model *m = ms_cli_load_model("generate", model, (int)threads, q8);
 	if (!m) return 1;
 	ms_gen_opts o;
 	ms_gen_opts_init(&o);

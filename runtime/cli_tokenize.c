@@ -1,6 +1,7 @@
 /* runtime/cli_tokenize.c: `moonspace tokenize MODEL TEXT [--no-special] [--decode]`.
  *
- * MODEL is a directory holding tokenizer.json (a checkpoint, or only the tokenizer files).
+ * MODEL is a directory holding tokenizer.json (a checkpoint, or only the tokenizer files)
+ * or a Hub repo id resolved in the Hugging Face cache (runtime/modeldir.h).
  * Prints the ids as a JSON array; --decode reads ids (a JSON array or space-separated) and
  * prints the text. TEXT "-" or absent reads standard input.
  */
@@ -10,15 +11,17 @@
 #include <string.h>
 
 #include "runtime/cli.h"
+#include "runtime/modeldir.h"
 #include "runtime/tokenizer.h"
 
 static void tokenize_usage(FILE *f) {
 	fprintf(f,
-		"usage: moonspace tokenize MODEL TEXT [--no-special]\n"
+		"usage: moonspace tokenize MODEL [--no-special] [--] TEXT\n"
 		"       moonspace tokenize MODEL --decode IDS [--no-special]\n\n"
 		"Prints TEXT's token ids as a JSON array, using MODEL's tokenizer.json (and\n"
-		"tokenizer_config.json). MODEL is a checkpoint directory or a directory holding only\n"
-		"the tokenizer files. TEXT \"-\" (or none) reads standard input.\n\n"
+		"tokenizer_config.json). MODEL is a checkpoint directory, a directory holding only\n"
+		"the tokenizer files, or a Hub repo id (org/name[@rev]) in the Hugging Face cache.\n"
+		"TEXT \"-\" (or none) reads standard input.\n\n"
 		"  --no-special   without the template's special tokens (BOS, [CLS], [SEP]);\n"
 		"                 with --decode: drop special tokens from the text\n"
 		"  --decode       IDS is a JSON array ([1, 2, 3]) or space-separated ids; prints the text\n"
@@ -80,22 +83,30 @@ static int parse_ids(const char *s, int32_t **ids, size_t *n) {
 int ms_cli_tokenize(int argc, char **argv) {
 	const char *model = NULL, *text = NULL;
 	int no_special = 0, decode = 0;
+	int opts_done = 0;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
-		if (!strcmp(a, "-h") || !strcmp(a, "--help")) { tokenize_usage(stdout); return 0; }
-		if (!strcmp(a, "--no-special")) no_special = 1;
-		else if (!strcmp(a, "--decode")) decode = 1;
-		else if (!strcmp(a, "--")) { if (i + 1 < argc) text = argv[++i]; }
-		else if (a[0] == '-' && a[1] && !model) { fprintf(stderr, "moonspace tokenize: unknown option %s\n", a); tokenize_usage(stderr); return 2; }
+		if (!opts_done && (!strcmp(a, "-h") || !strcmp(a, "--help"))) { tokenize_usage(stdout); return 0; }
+		if (!opts_done && !strcmp(a, "--no-special")) no_special = 1;
+		else if (!opts_done && !strcmp(a, "--decode")) decode = 1;
+		else if (!opts_done && !strcmp(a, "--")) opts_done = 1; /* a TEXT may start with '-' after it */
+		else if (!opts_done && a[0] == '-' && a[1] && (a[1] == '-' || !model)) {
+			fprintf(stderr, "moonspace tokenize: unknown option %s\n", a);
+			tokenize_usage(stderr);
+			return 2;
+		}
 		else if (!model) model = a;
 		else if (!text) text = a;
 		else { fprintf(stderr, "moonspace tokenize: unexpected argument %s\n", a); tokenize_usage(stderr); return 2; }
 	}
 	if (!model) { tokenize_usage(stderr); return 2; }
-	char err[512] = "";
+	char err[1024] = "", dir[4096];
 	ms_tokenizer *tok;
-	/* TODO(runtime/modeldir.h): resolve Hub repo ids in the HF cache; directories only here */
-	if (ms_tokenizer_load(model, &tok, err, sizeof err)) {
+	if (ms_modeldir_resolve(model, dir, sizeof dir, err, sizeof err) != 0) {
+		fprintf(stderr, "moonspace tokenize: %s\n", err);
+		return 1;
+	}
+	if (ms_tokenizer_load(dir, &tok, err, sizeof err)) {
 		fprintf(stderr, "moonspace tokenize: %s\n", err);
 		return 1;
 	}

@@ -134,6 +134,13 @@ static int parse(ms_config *c, json_t *root, const char *path, char *err, size_t
 	if (parse_act(act, &c->act) != 0)
 		return ms_errf(err, errlen, MS_EUNSUPPORTED, "%s: unsupported activation '%s'", path, act);
 
+	if (json_is_true(json_object_get(root, "attention_bias")) || json_is_true(json_object_get(root, "mlp_bias")))
+		return ms_errf(err, errlen, MS_EUNSUPPORTED, "%s: attention_bias / mlp_bias are not supported", path);
+	json_t *hdv = json_object_get(root, "head_dim");
+	if (c->arch == MS_ARCH_LLAMA && json_is_integer(hdv) && c->n_heads > 0 &&
+	    json_integer_value(hdv) * c->n_heads != c->dim)
+		return ms_errf(err, errlen, MS_EUNSUPPORTED, "%s: head_dim %lld != hidden_size / num_attention_heads", path,
+			       (long long)json_integer_value(hdv));
 	if (json_is_object(json_object_get(root, "rope_scaling")))
 		return ms_errf(err, errlen, MS_EUNSUPPORTED, "%s: rope_scaling is not supported", path);
 	if (c->dim <= 0 || c->n_layers <= 0 || c->n_heads <= 0 || c->n_kv_heads <= 0 || c->vocab_size <= 0 ||

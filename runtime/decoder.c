@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "runtime/model_internal.h"
 
@@ -135,7 +137,7 @@ static void attn_task(void *ctx, int t, int nt) {
 	float scale = 1.0f / sqrtf((float)hd);
 	for (int u = u0; u < u1; u++) {
 		int i = u / c->n_heads, h = u % c->n_heads, pos = ws->pos[i];
-		const ms_session *s = ws->sess[i];
+		const ms_seq *s = ws->sess[i];
 		size_t loff = (size_t)j->layer * s->max_seq * kv_dim;
 		const float *q = ws->q + (size_t)i * c->dim + h * hd;
 		float *att = ws->att + ((size_t)i * c->n_heads + h) * ws->att_len;
@@ -187,10 +189,16 @@ void ms_dec_ws_free(ms_model *m) {
 	m->ws = NULL;
 }
 
+#define MM(out, x, W, W8, bias, n, d, k)                                                                   \
+	do {                                                                                               \
+		if ((W8).q) ms_matmul_q8(&m->pool, out, x, &(W8), bias, n, d, k);                           \
+		else ms_matmul(&m->pool, out, x, W, bias, n, d, k);                                          \
+	} while (0)
+
 /* K and V of row i go straight into its session's cache: matmul outputs are strided rows
  * there, so they are computed into scratch and copied (rows of different sessions are
  * not contiguous). */
-int ms_dec_forward(ms_model *m, ms_session *const *sess, const int32_t *ids, int n, int all,
+int ms_dec_forward(ms_model *m, ms_seq *const *sess, const int32_t *ids, int n, int all,
 		   const atomic_int *cancel) {
 	const ms_config *c = &m->cfg;
 	const ms_dec_weights *w = &m->dec;
@@ -234,11 +242,11 @@ int ms_dec_forward(ms_model *m, ms_session *const *sess, const int32_t *ids, int
 			else ms_layernorm(xb, x, L->ln1_w, L->ln1_b, dim, c->norm_eps);
 		}
 		/* q[n][dim]; k, v [n][kv_dim] into hb / hb2 (free until the FFN), then the caches */
-		ms_matmul(&m->pool, ws->q, ws->xb, L->wq, L->bq, n, dim, dim);
-		ms_matmul(&m->pool, ws->hb, ws->xb, L->wk, L->bk, n, kv_dim, dim);
-		ms_matmul(&m->pool, ws->hb2, ws->xb, L->wv, L->bv, n, kv_dim, dim);
+		MM(ws->q, ws->xb, L->wq, L->wq8, L->bq, n, dim, dim);
+		MM(ws->hb, ws->xb, L->wk, L->wk8, L->bk, n, kv_dim, dim);
+		MM(ws->hb2, ws->xb, L->wv, L->wv8, L->bv, n, kv_dim, dim);
 		for (int i = 0; i < n; i++) {
-			ms_session *s = sess[i];
+			ms_seq *s = sess[i];
 			size_t off = ((size_t)l * s->max_seq + ws->pos[i]) * kv_dim;
 			float *k = ws->hb + (size_t)i * kv_dim;
 			if (llama) {
@@ -251,7 +259,7 @@ int ms_dec_forward(ms_model *m, ms_session *const *sess, const int32_t *ids, int
 		attn_job aj = {m, l, n};
 		if ((size_t)n * c->n_heads * (ws->pos[n - 1] + 1) * hd < 16384) attn_task(&aj, 0, 1);
 		else ms_pool_run(&m->pool, attn_task, &aj);
-		ms_matmul(&m->pool, ws->xb2, ws->xb, L->wo, L->bo, n, dim, dim);
+		MM(ws->xb2, ws->xb, L->wo, L->wo8, L->bo, n, dim, dim);
 		for (size_t e = 0; e < (size_t)n * dim; e++) ws->x[e] += ws->xb2[e];
 
 		for (int i = 0; i < n; i++) {
@@ -260,15 +268,15 @@ int ms_dec_forward(ms_model *m, ms_session *const *sess, const int32_t *ids, int
 			if (llama) ms_rmsnorm(xb, x, L->ln2_w, dim, c->norm_eps);
 			else ms_layernorm(xb, x, L->ln2_w, L->ln2_b, dim, c->norm_eps);
 		}
-		ms_matmul(&m->pool, ws->hb, ws->xb, L->w1, L->b1, n, hid, dim);
+		MM(ws->hb, ws->xb, L->w1, L->w18, L->b1, n, hid, dim);
 		if (llama) {
-			ms_matmul(&m->pool, ws->hb2, ws->xb, L->w3, NULL, n, hid, dim);
+			MM(ws->hb2, ws->xb, L->w3, L->w38, NULL, n, hid, dim);
 			for (size_t e = 0; e < (size_t)n * hid; e++) ws->hb[e] = ms_silu(ws->hb[e]) * ws->hb2[e];
 		} else {
 			for (size_t e = 0; e < (size_t)n * hid; e++)
 				ws->hb[e] = c->act == MS_ACT_GELU ? ms_gelu(ws->hb[e]) : ms_gelu_new(ws->hb[e]);
 		}
-		ms_matmul(&m->pool, ws->xb2, ws->hb, L->w2, L->b2, n, dim, hid);
+		MM(ws->xb2, ws->hb, L->w2, L->w28, L->b2, n, dim, hid);
 		for (size_t e = 0; e < (size_t)n * dim; e++) ws->x[e] += ws->xb2[e];
 	}
 	if (cancel && atomic_load(cancel)) return MS_ECANCELED;
@@ -282,7 +290,74 @@ int ms_dec_forward(ms_model *m, ms_session *const *sess, const int32_t *ids, int
 		if (llama) ms_rmsnorm(xb, x, w->lnf_w, dim, c->norm_eps);
 		else ms_layernorm(xb, x, w->lnf_w, w->lnf_b, dim, c->norm_eps);
 	}
-	ms_matmul(&m->pool, ws->logits, ws->xb, w->head, NULL, n_out, c->vocab_size, dim);
+	MM(ws->logits, ws->xb, w->head, w->head8, NULL, n_out, c->vocab_size, dim);
 	for (int i = 0; i < n; i++) sess[i]->pos = ws->pos[i] + 1 > sess[i]->pos ? ws->pos[i] + 1 : sess[i]->pos;
+	return 0;
+}
+
+/* ---- 8-bit weights ---- */
+
+typedef struct {
+	const float **f;
+	ms_q8 *q;
+	size_t d;
+	int k;
+} qmat;
+
+int ms_dec_quantize(ms_model *m) {
+	const ms_config *c = &m->cfg;
+	ms_dec_weights *w = &m->dec;
+	int kv_dim = c->n_kv_heads * c->head_dim;
+	size_t nm = (size_t)c->n_layers * 7 + 1, n = 0;
+	qmat *mats = calloc(nm, sizeof *mats);
+	if (!mats) return MS_ENOMEM;
+	for (int l = 0; l < c->n_layers; l++) {
+		ms_dec_layer *L = &w->layers[l];
+		mats[n++] = (qmat){&L->wq, &L->wq8, (size_t)c->dim, c->dim};
+		mats[n++] = (qmat){&L->wk, &L->wk8, (size_t)kv_dim, c->dim};
+		mats[n++] = (qmat){&L->wv, &L->wv8, (size_t)kv_dim, c->dim};
+		mats[n++] = (qmat){&L->wo, &L->wo8, (size_t)c->dim, c->dim};
+		mats[n++] = (qmat){&L->w1, &L->w18, (size_t)c->hidden_dim, c->dim};
+		mats[n++] = (qmat){&L->w2, &L->w28, (size_t)c->dim, c->hidden_dim};
+		if (L->w3) mats[n++] = (qmat){&L->w3, &L->w38, (size_t)c->hidden_dim, c->dim};
+	}
+	mats[n++] = (qmat){&w->head, &w->head8, (size_t)c->vocab_size, c->dim};
+	size_t total = 0;
+	for (size_t i = 0; i < n; i++)
+		if (mats[i].k % MS_Q8_BLOCK == 0)
+			total += ((mats[i].d * mats[i].k + 63) & ~(size_t)63) +
+				 ((mats[i].d * (mats[i].k / MS_Q8_BLOCK) * sizeof(float) + 63) & ~(size_t)63);
+	if (total == 0) {
+		free(mats);
+		return 0;
+	}
+	void *arena = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (arena == MAP_FAILED) {
+		free(mats);
+		return MS_ENOMEM;
+	}
+	madvise(arena, total, MADV_HUGEPAGE);
+	m->q8_arena = arena, m->q8_size = total;
+	char *p = arena;
+	long page = sysconf(_SC_PAGESIZE);
+	for (size_t i = 0; i < n; i++) {
+		qmat *q = &mats[i];
+		if (q->k % MS_Q8_BLOCK) continue;
+		int8_t *qs = (int8_t *)p;
+		p += (q->d * q->k + 63) & ~(size_t)63;
+		float *sc = (float *)(void *)p;
+		p += (q->d * (q->k / MS_Q8_BLOCK) * sizeof(float) + 63) & ~(size_t)63;
+		ms_q8_quantize(*q->f, q->d, q->k, qs, sc);
+		q->q->q = qs, q->q->s = sc;
+		/* the F32 copy is no longer read: give its whole pages back (the tied head's
+		 * F32 rows are still the embedding table) */
+		if (*q->f != w->tok_emb) {
+			uintptr_t a = ((uintptr_t)*q->f + (uintptr_t)page - 1) & ~(uintptr_t)(page - 1);
+			uintptr_t e = ((uintptr_t)(*q->f + q->d * q->k)) & ~(uintptr_t)(page - 1);
+			if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
+			*q->f = NULL;
+		}
+	}
+	free(mats);
 	return 0;
 }

@@ -106,7 +106,7 @@ static void step(jx *J, uint64_t n, int line) {
 
 /* ---------------------------------------------------------------- values */
 
-enum { V_UNDEF, V_NONE, V_BOOL, V_INT, V_FLOAT, V_STR, V_LIST, V_DICT, V_NS, V_FUNC, V_MACRO };
+enum { V_UNDEF, V_NONE, V_BOOL, V_INT, V_FLOAT, V_STR, V_LIST, V_DICT, V_NS, V_FUNC, V_MACRO, V_LOOP };
 
 typedef struct val val;
 typedef struct dent { val *k, *v; } dent;
@@ -122,6 +122,7 @@ struct val {
 		struct { dent *e; size_t n, cap; } d; /* V_DICT and V_NS */
 		struct { int id; const char *name; val *self; } fn;
 		struct node *mac;
+		struct { val *items; size_t i; } lp; /* loop.*, computed on access */
 	};
 };
 
@@ -230,7 +231,7 @@ static int truthy(const val *v) {
 
 static const char *tname(int t) {
 	static const char *n[] = {"undefined", "none", "boolean", "integer", "float", "string",
-	                          "list", "dict", "namespace", "function", "macro"};
+	                          "list", "dict", "namespace", "function", "macro", "loop"};
 	return n[t];
 }
 
@@ -320,6 +321,7 @@ static void to_str(jx *J, ms_buf *b, const val *v, int repr) {
 		ms_buf_puts(b, "}");
 		break;
 	case V_NS: ms_buf_puts(b, "<Namespace>"); break;
+	case V_LOOP: ms_buf_puts(b, "<LoopContext>"); break;
 	default: ms_buf_puts(b, "<function>"); break;
 	}
 }
@@ -642,6 +644,7 @@ struct node {
 	size_t nlen;
 	val *lit;
 	node *a, *b, *c, *d;
+	node *body;       /* N_FOR's body (a..d hold target, iterable, else, filter) */
 	node **kids;      /* positional args, items, statements, targets */
 	size_t nk, kcap;
 	const char **kwn; /* keyword args (names) */
@@ -1104,8 +1107,7 @@ static node *parse_stmt(parser *P) {
 		accept_name(P, "recursive");
 		expect_end(P);
 		const char *w;
-		n->kids = NULL;
-		node *body = parse_body(P, for_ends, &w);
+		n->body = parse_body(P, for_ends, &w);
 		P->i++;
 		expect_end(P);
 		if (!strcmp(w, "else")) {
@@ -1114,7 +1116,6 @@ static node *parse_stmt(parser *P) {
 			P->i++;
 			expect_end(P);
 		}
-		n->lit = (val *)body; /* body kept in lit slot to free b for the iterable */
 		return n;
 	}
 	if (accept_name(P, "set")) {
@@ -1395,6 +1396,32 @@ static val *concat(jx *J, val *a, val *b) {
 	return v;
 }
 
+/* Python's "fmt % args" for %s %r %d %i %f %%; args is one value or a tuple/list */
+static val *str_format(jx *J, val *fmt, val *args_, int line) {
+	ms_buf *b = tbuf(J);
+	size_t ai = 0;
+	int seq = args_->t == V_LIST;
+	for (size_t i = 0; i < fmt->s.n; i++) {
+		char c = fmt->s.p[i];
+		if (c != '%') { ms_buf_append(b, &c, 1); continue; }
+		if (++i >= fmt->s.n) jfail(J, MS_EFORMAT, line, "incomplete format");
+		char k = fmt->s.p[i];
+		if (k == '%') { ms_buf_puts(b, "%"); continue; }
+		val *x = seq ? (ai < args_->l.n ? args_->l.v[ai] : NULL) : (ai == 0 ? args_ : NULL);
+		ai++;
+		if (!x) jfail(J, MS_EFORMAT, line, "not enough arguments for format string");
+		if (k == 's' || k == 'r') to_str(J, b, x, k == 'r');
+		else if ((k == 'd' || k == 'i') && isnum(x)) ms_buf_printf(b, "%lld", x->t == V_FLOAT ? (long long)x->f : numi(x));
+		else if (k == 'f' && isnum(x)) ms_buf_printf(b, "%f", numf(x));
+		else jfail(J, MS_EFORMAT, line, "unsupported format '%%%c'", k);
+	}
+	if (seq ? ai < args_->l.n : (ai == 0 && args_->t != V_DICT))
+		jfail(J, MS_EFORMAT, line, "not all arguments converted during string formatting");
+	val *r = mkstr(J, b->data ? b->data : "", b->len);
+	ms_buf_free(b);
+	return r;
+}
+
 static val *arith(jx *J, const char *op, val *a, val *b, int line) {
 	if (!strcmp(op, "~")) return concat(J, vstr(J, a), vstr(J, b));
 	if (a->t == V_UNDEF || b->t == V_UNDEF)
@@ -1409,9 +1436,22 @@ static val *arith(jx *J, const char *op, val *a, val *b, int line) {
 			return l;
 		}
 	}
-	if (!strcmp(op, "*") && ((a->t == V_STR && b->t == V_INT) || (a->t == V_INT && b->t == V_STR))) {
+	if (!strcmp(op, "%") && a->t == V_STR) return str_format(J, a, b, line);
+	int aint = a->t == V_INT || a->t == V_BOOL, bint = b->t == V_INT || b->t == V_BOOL;
+	if (!strcmp(op, "*") && ((a->t == V_LIST && bint) || (aint && b->t == V_LIST))) {
+		val *s = a->t == V_LIST ? a : b;
+		long long k = numi(aint ? a : b);
+		val *l = mklist(J, 4);
+		l->tuple = s->tuple;
+		if (k > 0 && s->l.n && (unsigned long long)k > J->o.max_steps / s->l.n) jfail(J, MS_ETOOBIG, line, "repeated list too large");
+		for (long long i = 0; i < k; i++)
+			for (size_t j = 0; j < s->l.n; j++) lpush(J, l, s->l.v[j]);
+		step(J, l->l.n, line);
+		return l;
+	}
+	if (!strcmp(op, "*") && ((a->t == V_STR && bint) || (aint && b->t == V_STR))) {
 		val *s = a->t == V_STR ? a : b;
-		long long k = a->t == V_INT ? a->i : b->i;
+		long long k = numi(aint ? a : b);
 		if (k <= 0 || s->s.n == 0) return mkstr(J, "", 0);
 		if ((unsigned long long)k > (J->o.max_output * 2 + 1024) / s->s.n) jfail(J, MS_ETOOBIG, line, "repeated string too large");
 		ms_buf *bb = tbuf(J);
@@ -1512,7 +1552,34 @@ static val *do_slice(jx *J, val *o, val *s0, val *s1, val *s2, int line) {
 	jfail(J, MS_EFORMAT, line, "%s cannot be sliced", tname(o->t));
 }
 
+
+static val *loop_attr(jx *J, val *o, const char *name, size_t n) {
+	size_t i = o->lp.i, len = o->lp.items->l.n;
+	val **v = o->lp.items->l.v;
+#define A(s) (n == sizeof(s) - 1 && !memcmp(name, s, n))
+	if (A("index")) return mkint(J, (long long)i + 1);
+	if (A("index0")) return mkint(J, (long long)i);
+	if (A("revindex")) return mkint(J, (long long)(len - i));
+	if (A("revindex0")) return mkint(J, (long long)(len - i - 1));
+	if (A("first")) return mkbool(i == 0);
+	if (A("last")) return mkbool(i + 1 == len);
+	if (A("length")) return mkint(J, (long long)len);
+	if (A("previtem")) return i ? v[i - 1] : &V_undef;
+	if (A("nextitem")) return i + 1 < len ? v[i + 1] : &V_undef;
+	if (A("depth")) return mkint(J, 1);
+	if (A("depth0")) return mkint(J, 0);
+	if (A("cycle")) {
+		val *fn = mkv(J, V_FUNC);
+		fn->fn.id = F_CYCLE;
+		fn->fn.self = o;
+		return fn;
+	}
+#undef A
+	return &V_undef;
+}
+
 static val *getattr_(jx *J, val *o, const char *name, size_t n) {
+	if (o->t == V_LOOP) return loop_attr(J, o, name, n);
 	if (o->t == V_DICT || o->t == V_NS) {
 		dent *e = dfind(J, o, name, n);
 		if (e) return e->v;
@@ -1521,6 +1588,7 @@ static val *getattr_(jx *J, val *o, const char *name, size_t n) {
 }
 
 static val *getitem(jx *J, val *o, val *k, int line) {
+	if (o->t == V_LOOP && k->t == V_STR) return loop_attr(J, o, k->s.p, k->s.n);
 	if (o->t == V_DICT || o->t == V_NS) {
 		if (k->t == V_STR) return getattr_(J, o, k->s.p, k->s.n);
 		val *ks = vstr(J, k); /* JSON keys are strings: d[1] finds "1" */
@@ -1628,6 +1696,31 @@ static val *recase(jx *J, val *s, int mode) {
 	return r;
 }
 
+/* Jinja's title filter (not str.title): words start after - ( { [ < or whitespace;
+ * each word is capitalised and the rest lowered */
+static val *title_filter(jx *J, val *s) {
+	ms_buf *b = tbuf(J);
+	size_t i = 0;
+	while (i < s->s.n) {
+		size_t j = i;
+		while (j < s->s.n && (strchr("-({[<", s->s.p[j]) || is_ws((unsigned char)s->s.p[j]))) j++;
+		ms_buf_append(b, s->s.p + i, j - i);
+		if (j >= s->s.n) break;
+		size_t k = j;
+		while (k < s->s.n && !strchr("-({[<", s->s.p[k]) && !is_ws((unsigned char)s->s.p[k])) k++;
+		size_t c1 = j + 1;
+		while (c1 < k && ((unsigned char)s->s.p[c1] & 0xC0) == 0x80) c1++;
+		val *first = recase(J, mkstr(J, s->s.p + j, c1 - j), CASE_UPPER);
+		val *rest = recase(J, mkstr(J, s->s.p + c1, k - c1), CASE_LOWER);
+		ms_buf_append(b, first->s.p, first->s.n);
+		ms_buf_append(b, rest->s.p, rest->s.n);
+		i = k;
+	}
+	val *r = mkstr(J, b->data ? b->data : "", b->len);
+	ms_buf_free(b);
+	return r;
+}
+
 static val *replace(jx *J, val *s, val *old, val *new_, long long count) {
 	ms_buf *b = tbuf(J);
 	size_t i = 0;
@@ -1719,7 +1812,8 @@ static void to_json(jx *J, ms_buf *b, val *v, int indent, int level, int line) {
 	if (level > J->o.max_depth * 4) jfail(J, MS_ETOOBIG, line, "tojson: value nested too deeply");
 	if (b->len > J->o.max_output * 2) jfail(J, MS_ETOOBIG, line, "tojson: value too large");
 	switch (v->t) {
-	case V_UNDEF: case V_NONE: ms_buf_puts(b, "null"); break;
+	case V_UNDEF: jfail(J, MS_EFORMAT, line, "tojson: value is undefined");
+	case V_NONE: ms_buf_puts(b, "null"); break;
 	case V_BOOL: ms_buf_puts(b, v->b ? "true" : "false"); break;
 	case V_INT: ms_buf_printf(b, "%lld", v->i); break;
 	case V_FLOAT:
@@ -1773,19 +1867,20 @@ static int run_test(jx *J, const char *name, val *v, args *a) {
 	if (IS("undefined")) return v->t == V_UNDEF;
 	if (IS("none")) return v->t == V_NONE;
 	if (IS("string")) return v->t == V_STR;
-	if (IS("number")) return v->t == V_INT || v->t == V_FLOAT;
+	if (IS("number")) return isnum(v); /* Python's bool is a number */
 	if (IS("integer")) return v->t == V_INT;
 	if (IS("float")) return v->t == V_FLOAT;
 	if (IS("boolean")) return v->t == V_BOOL;
 	if (IS("mapping")) return v->t == V_DICT;
-	if (IS("iterable")) return v->t == V_LIST || v->t == V_DICT || v->t == V_STR;
-	if (IS("sequence")) return v->t == V_LIST || v->t == V_DICT || v->t == V_STR;
+	/* Jinja's Undefined iterates as empty, so it passes both */
+	if (IS("iterable")) return v->t == V_LIST || v->t == V_DICT || v->t == V_STR || v->t == V_UNDEF;
+	if (IS("sequence")) return v->t == V_LIST || v->t == V_DICT || v->t == V_STR || v->t == V_UNDEF;
 	if (IS("callable")) return v->t == V_FUNC || v->t == V_MACRO;
 	if (IS("true")) return v->t == V_BOOL && v->b;
 	if (IS("false")) return v->t == V_BOOL && !v->b;
-	if (IS("odd") || IS("even")) {
-		if (v->t != V_INT) jfail(J, MS_EFORMAT, line, "'%s' test needs an integer", name);
-		return (int)(((v->i % 2) + 2) % 2) == (IS("odd") ? 1 : 0);
+	if (IS("odd") || IS("even")) { /* value % 2 == 1, as Jinja computes it */
+		val *m = arith(J, "%", v, mkint(J, 2), line);
+		return numf(m) == (IS("odd") ? 1.0 : 0.0);
 	}
 	if (IS("divisibleby")) {
 		if (v->t != V_INT || !x || x->t != V_INT || x->i == 0) jfail(J, MS_EFORMAT, line, "'divisibleby' needs non-zero integers");
@@ -1940,6 +2035,7 @@ static val *apply_filter(jx *J, const char *name, args *a) {
 	if (IS("abs")) {
 		if (v->t == V_INT) { if (v->i == LLONG_MIN) jfail(J, MS_EFORMAT, line, "integer overflow"); return mkint(J, v->i < 0 ? -v->i : v->i); }
 		if (v->t == V_FLOAT) return mkfloat(J, fabs(v->f));
+		if (v->t == V_BOOL) return mkint(J, v->b);
 		jfail(J, MS_EFORMAT, line, "abs needs a number");
 	}
 	if (IS("round")) {
@@ -2034,7 +2130,7 @@ static val *apply_filter(jx *J, const char *name, args *a) {
 	if (IS("trim")) return strip(J, vstr(J, v), str_arg(J, a, 1, "chars", "trim"), 1, 1);
 	if (IS("upper")) return recase(J, vstr(J, v), CASE_UPPER);
 	if (IS("lower")) return recase(J, vstr(J, v), CASE_LOWER);
-	if (IS("title")) return recase(J, vstr(J, v), CASE_TITLE);
+	if (IS("title")) return title_filter(J, vstr(J, v));
 	if (IS("capitalize")) return recase(J, vstr(J, v), CASE_CAP);
 	if (IS("replace")) {
 		val *o = str_arg(J, a, 1, "old", "replace"), *nw = str_arg(J, a, 2, "new", "replace");
@@ -2221,7 +2317,7 @@ static val *call_func(jx *J, val *fn, args *a) {
 	}
 	case F_CYCLE:
 		if (!a->np) jfail(J, MS_EFORMAT, line, "loop.cycle needs arguments");
-		return a->pos[(size_t)fn->fn.self->i % a->np];
+		return a->pos[fn->fn.self->lp.i % a->np];
 	case F_METHOD: {
 		int found;
 		val *r = call_method(J, fn->fn.self, fn->fn.name, a, &found);
@@ -2252,11 +2348,13 @@ static val *call_macro(jx *J, val *mac, args *a) {
 }
 
 static void assign(jx *J, frame *f, node *target, val *v, int line) {
-	if (target->k == E_NAME) { dsetc(J, f->vars, target->name, v); return; }
+	/* the target's name as a string value is made once and kept in the node */
+	if ((target->k == E_NAME || target->k == E_ATTR) && !target->lit) target->lit = mkcstr(J, target->name);
+	if (target->k == E_NAME) { dset(J, f->vars, target->lit, v); return; }
 	if (target->k == E_ATTR) {
 		val *o = eval(J, f, target->a);
 		if (o->t != V_NS) jfail(J, MS_EFORMAT, line, "can only assign attributes of a namespace");
-		dsetc(J, o, target->name, v);
+		dset(J, o, target->lit, v);
 		return;
 	}
 	if (target->k == E_TUPLE) {
@@ -2411,7 +2509,7 @@ static void emit(jx *J, ms_buf *out, const char *p, size_t n, int line) {
 static int exec_for(jx *J, frame *f, node *n, ms_buf *out) {
 	val *seq = eval(J, f, n->b);
 	val *items = seq->t == V_DICT ? as_list(J, seq, n->line) : seq->t == V_UNDEF ? mklist(J, 1) : as_list(J, seq, n->line);
-	node *body = (node *)n->lit;
+	node *body = n->body;
 	if (n->d) { /* {% for x in xs if cond %}: filter first so loop.* counts the kept items */
 		val *kept = mklist(J, items->l.n + 1);
 		for (size_t i = 0; i < items->l.n; i++) {
@@ -2422,26 +2520,16 @@ static int exec_for(jx *J, frame *f, node *n, ms_buf *out) {
 		items = kept;
 	}
 	size_t len = items->l.n;
+	/* one frame for the body, emptied per iteration: names set in an iteration do not leak */
+	frame *lf = push_frame(J, f);
+	val *loopkey = mkcstr(J, "loop");
 	for (size_t i = 0; i < len; i++) {
 		step(J, 1, n->line);
-		frame *lf = push_frame(J, f);
-		val *loop = mkdict(J, V_DICT);
-		dsetc(J, loop, "index", mkint(J, (long long)i + 1));
-		dsetc(J, loop, "index0", mkint(J, (long long)i));
-		dsetc(J, loop, "revindex", mkint(J, (long long)(len - i)));
-		dsetc(J, loop, "revindex0", mkint(J, (long long)(len - i - 1)));
-		dsetc(J, loop, "first", mkbool(i == 0));
-		dsetc(J, loop, "last", mkbool(i + 1 == len));
-		dsetc(J, loop, "length", mkint(J, (long long)len));
-		dsetc(J, loop, "previtem", i ? items->l.v[i - 1] : &V_undef);
-		dsetc(J, loop, "nextitem", i + 1 < len ? items->l.v[i + 1] : &V_undef);
-		dsetc(J, loop, "depth", mkint(J, 1));
-		dsetc(J, loop, "depth0", mkint(J, 0));
-		val *cyc = mkv(J, V_FUNC);
-		cyc->fn.id = F_CYCLE;
-		cyc->fn.self = mkint(J, (long long)i);
-		dsetc(J, loop, "cycle", cyc);
-		dsetc(J, lf->vars, "loop", loop);
+		lf->vars->d.n = 0;
+		val *loop = mkv(J, V_LOOP); /* fresh: a body may keep a reference */
+		loop->lp.items = items;
+		loop->lp.i = i;
+		dset(J, lf->vars, loopkey, loop);
 		assign(J, lf, n->a, items->l.v[i], n->line);
 		int r = exec(J, lf, body, out);
 		if (r == X_BREAK) break;
@@ -2515,7 +2603,7 @@ void ms_jinja_opts_default(ms_jinja_opts *o) {
 	o->trim_blocks = 1;
 	o->lstrip_blocks = 1;
 	o->max_output = 16u << 20;
-	o->max_memory = 256u << 20;
+	o->max_memory = 128u << 20;
 	o->max_steps = 20000000;
 	o->max_depth = 64;
 }

@@ -30,7 +30,7 @@ typedef struct ms_jinja_opts {
 } ms_jinja_opts;
 
 /* Defaults: trim_blocks and lstrip_blocks on (as transformers' apply_chat_template),
- * 16 MiB output, 256 MiB memory, 20M steps, depth 64. */
+ * 16 MiB output, 128 MiB memory, 20M steps, depth 64. */
 void ms_jinja_opts_default(ms_jinja_opts *o);
 
 /* Renders tmpl with the variables of the JSON object context (may be NULL). opts may be

@@ -160,6 +160,39 @@ __attribute__((target("avx2,fma"))) static void dot4_avx2(const float *x, const 
 	out[0] = t0, out[1] = t1, out[2] = t2, out[3] = t3;
 }
 
+/* Four rows of W against two x rows: each loaded W vector feeds two FMAs, which keeps the
+ * FMA units rather than the loads the bottleneck when several tokens share the weights
+ * (prompt chunks, batched streams). out0/out1: 4 results each. */
+__attribute__((target("avx2,fma"))) static void dot4x2_avx2(const float *x0, const float *x1, const float *w, int k,
+							    float *out0, float *out1) {
+	const float *w0 = w, *w1 = w + k, *w2 = w + 2 * (size_t)k, *w3 = w + 3 * (size_t)k;
+	__m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+	int i = 0;
+	for (; i + 8 <= k; i += 8) {
+		__m256 xa = _mm256_loadu_ps(x0 + i), xb = _mm256_loadu_ps(x1 + i);
+		__m256 v0 = _mm256_loadu_ps(w0 + i), v1 = _mm256_loadu_ps(w1 + i);
+		a0 = _mm256_fmadd_ps(xa, v0, a0);
+		b0 = _mm256_fmadd_ps(xb, v0, b0);
+		a1 = _mm256_fmadd_ps(xa, v1, a1);
+		b1 = _mm256_fmadd_ps(xb, v1, b1);
+		__m256 v2 = _mm256_loadu_ps(w2 + i), v3 = _mm256_loadu_ps(w3 + i);
+		a2 = _mm256_fmadd_ps(xa, v2, a2);
+		b2 = _mm256_fmadd_ps(xb, v2, b2);
+		a3 = _mm256_fmadd_ps(xa, v3, a3);
+		b3 = _mm256_fmadd_ps(xb, v3, b3);
+	}
+	float ta[4] = {hsum256(a0), hsum256(a1), hsum256(a2), hsum256(a3)};
+	float tb[4] = {hsum256(b0), hsum256(b1), hsum256(b2), hsum256(b3)};
+	const float *ws[4] = {w0, w1, w2, w3};
+	for (; i < k; i++)
+		for (int q = 0; q < 4; q++) {
+			ta[q] += x0[i] * ws[q][i];
+			tb[q] += x1[i] * ws[q][i];
+		}
+	memcpy(out0, ta, sizeof ta);
+	memcpy(out1, tb, sizeof tb);
+}
+
 static int use_avx2 = -1;
 
 int ms_kernels_avx2(void) {
@@ -191,7 +224,17 @@ static void mm_task(void *ctx, int t, int nt) {
 	for (int r = r0; r < r1;) {
 		const float *wr = j->w + (size_t)r * j->k;
 		if (j->avx2 && r + 4 <= r1) {
-			for (int i = 0; i < j->n; i++) {
+			int i = 0;
+			for (; i + 2 <= j->n; i += 2) {
+				float o0[4], o1[4];
+				dot4x2_avx2(j->x + (size_t)i * j->k, j->x + (size_t)(i + 1) * j->k, wr, j->k, o0, o1);
+				for (int q = 0; q < 4; q++) {
+					float b = j->bias ? j->bias[r + q] : 0.0f;
+					j->out[(size_t)i * j->d + r + q] = o0[q] + b;
+					j->out[(size_t)(i + 1) * j->d + r + q] = o1[q] + b;
+				}
+			}
+			for (; i < j->n; i++) {
 				float o[4];
 				dot4_avx2(j->x + (size_t)i * j->k, wr, j->k, o);
 				for (int q = 0; q < 4; q++)
@@ -215,6 +258,140 @@ void ms_matmul(ms_pool *pool, float *out, const float *x, const float *w, const 
 	/* tiny products are not worth waking the pool */
 	if (!pool || (size_t)n * d * k < 32768) mm_task(&j, 0, 1);
 	else ms_pool_run(pool, mm_task, &j);
+}
+
+/* ---- 8-bit weights ---- */
+
+void ms_q8_quantize(const float *w, size_t d, int k, int8_t *q, float *s) {
+	size_t nb = (size_t)k / MS_Q8_BLOCK;
+	for (size_t r = 0; r < d; r++)
+		for (size_t b = 0; b < nb; b++) {
+			const float *src = w + r * k + b * MS_Q8_BLOCK;
+			float amax = 0.0f;
+			for (int i = 0; i < MS_Q8_BLOCK; i++) amax = fmaxf(amax, fabsf(src[i]));
+			float scale = amax / 127.0f, inv = scale > 0 ? 1.0f / scale : 0.0f;
+			s[r * nb + b] = scale;
+			for (int i = 0; i < MS_Q8_BLOCK; i++) q[r * k + b * MS_Q8_BLOCK + i] = (int8_t)lrintf(src[i] * inv);
+		}
+}
+
+static float dot_q8_portable(const float *x, const int8_t *q, const float *s, int k) {
+	float t = 0.0f;
+	for (int b = 0; b < k / MS_Q8_BLOCK; b++) {
+		float acc[8] = {0};
+		for (int i = 0; i < MS_Q8_BLOCK; i += 8)
+			for (int j = 0; j < 8; j++) acc[j] += x[b * MS_Q8_BLOCK + i + j] * (float)q[b * MS_Q8_BLOCK + i + j];
+		t += s[b] * (((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])));
+	}
+	return t;
+}
+
+__attribute__((target("avx2,fma"))) static inline __m256 q8_load8(const int8_t *p) {
+	return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)p)));
+}
+
+/* Two x rows against one q8 row: the dequantised weights are reused for both. */
+__attribute__((target("avx2,fma"))) static void dot_q8x2_avx2(const float *x0, const float *x1, const int8_t *q,
+							     const float *s, int k, float *o0, float *o1) {
+	__m256 t0 = _mm256_setzero_ps(), t1 = _mm256_setzero_ps();
+	for (int b = 0; b < k / MS_Q8_BLOCK; b++) {
+		const int8_t *qb = q + b * MS_Q8_BLOCK;
+		const float *xa = x0 + b * MS_Q8_BLOCK, *xb = x1 + b * MS_Q8_BLOCK;
+		__m256 w0 = q8_load8(qb), w1 = q8_load8(qb + 8), w2 = q8_load8(qb + 16), w3 = q8_load8(qb + 24);
+		__m256 a = _mm256_mul_ps(_mm256_loadu_ps(xa), w0);
+		a = _mm256_fmadd_ps(_mm256_loadu_ps(xa + 8), w1, a);
+		a = _mm256_fmadd_ps(_mm256_loadu_ps(xa + 16), w2, a);
+		a = _mm256_fmadd_ps(_mm256_loadu_ps(xa + 24), w3, a);
+		__m256 sc = _mm256_broadcast_ss(s + b);
+		t0 = _mm256_fmadd_ps(a, sc, t0);
+		if (x1) {
+			__m256 c = _mm256_mul_ps(_mm256_loadu_ps(xb), w0);
+			c = _mm256_fmadd_ps(_mm256_loadu_ps(xb + 8), w1, c);
+			c = _mm256_fmadd_ps(_mm256_loadu_ps(xb + 16), w2, c);
+			c = _mm256_fmadd_ps(_mm256_loadu_ps(xb + 24), w3, c);
+			t1 = _mm256_fmadd_ps(c, sc, t1);
+		}
+	}
+	*o0 = hsum256(t0);
+	if (x1) *o1 = hsum256(t1);
+}
+
+typedef struct {
+	float *out;
+	const float *x;
+	const ms_q8 *w;
+	const float *bias;
+	int n, d, k, avx2;
+} mmq_job;
+
+static void mm_task(void *ctx, int t, int nt);
+
+__attribute__((target("avx2,fma"))) static void dequant_row_avx2(const int8_t *q, const float *sc, int k, float *out) {
+	for (int b = 0; b < k / MS_Q8_BLOCK; b++) {
+		__m256 s8 = _mm256_broadcast_ss(sc + b);
+		for (int i = 0; i < MS_Q8_BLOCK; i += 8)
+			_mm256_storeu_ps(out + b * MS_Q8_BLOCK + i, _mm256_mul_ps(q8_load8(q + b * MS_Q8_BLOCK + i), s8));
+	}
+}
+
+/* Many rows of x (prompt chunks, batched streams): dequantise four weight rows at a time
+ * into scratch and run the F32 tile on them, instead of dequantising per x row. */
+static int mmq_task_wide(const mmq_job *j, int t, int nt) {
+	int blocks = (j->d + 3) / 4;
+	int b0 = (int)((long)blocks * t / nt), b1 = (int)((long)blocks * (t + 1) / nt);
+	size_t nb = (size_t)j->k / MS_Q8_BLOCK;
+	float *wf = malloc((size_t)4 * j->k * sizeof *wf), *o = malloc((size_t)j->n * 4 * sizeof *o);
+	if (!wf || !o) {
+		free(wf);
+		free(o);
+		return -1;
+	}
+	for (int b = b0; b < b1; b++) {
+		int r0 = b * 4, rows = j->d - r0 < 4 ? j->d - r0 : 4;
+		for (int r = 0; r < rows; r++) {
+			const int8_t *q = j->w->q + (size_t)(r0 + r) * j->k;
+			const float *sc = j->w->s + (size_t)(r0 + r) * nb;
+			if (j->avx2) dequant_row_avx2(q, sc, j->k, wf + (size_t)r * j->k);
+			else
+				for (int e = 0; e < j->k; e++) wf[(size_t)r * j->k + e] = (float)q[e] * sc[e / MS_Q8_BLOCK];
+		}
+		mm_job mj = {o, j->x, wf, NULL, j->n, rows, j->k, j->avx2};
+		mm_task(&mj, 0, 1);
+		for (int i = 0; i < j->n; i++)
+			for (int r = 0; r < rows; r++)
+				j->out[(size_t)i * j->d + r0 + r] = o[(size_t)i * rows + r] + (j->bias ? j->bias[r0 + r] : 0.0f);
+	}
+	free(wf);
+	free(o);
+	return 0;
+}
+
+static void mmq_task(void *ctx, int t, int nt) {
+	const mmq_job *j = ctx;
+	if (j->n >= 4 && mmq_task_wide(j, t, nt) == 0) return;
+	int r0 = (int)((long)j->d * t / nt), r1 = (int)((long)j->d * (t + 1) / nt);
+	size_t nb = (size_t)j->k / MS_Q8_BLOCK;
+	for (int r = r0; r < r1; r++) {
+		const int8_t *q = j->w->q + (size_t)r * j->k;
+		const float *s = j->w->s + (size_t)r * nb;
+		float b = j->bias ? j->bias[r] : 0.0f;
+		int i = 0;
+		if (j->avx2)
+			for (; i < j->n; i += 2) {
+				float o0, o1 = 0;
+				int two = i + 1 < j->n;
+				dot_q8x2_avx2(j->x + (size_t)i * j->k, two ? j->x + (size_t)(i + 1) * j->k : NULL, q, s, j->k, &o0, &o1);
+				j->out[(size_t)i * j->d + r] = o0 + b;
+				if (two) j->out[(size_t)(i + 1) * j->d + r] = o1 + b;
+			}
+		for (; i < j->n; i++) j->out[(size_t)i * j->d + r] = dot_q8_portable(j->x + (size_t)i * j->k, q, s, j->k) + b;
+	}
+}
+
+void ms_matmul_q8(ms_pool *pool, float *out, const float *x, const ms_q8 *w, const float *bias, int n, int d, int k) {
+	mmq_job j = {out, x, w, bias, n, d, k, ms_kernels_avx2()};
+	if (!pool || (size_t)n * d * k < 32768) mmq_task(&j, 0, 1);
+	else ms_pool_run(pool, mmq_task, &j);
 }
 
 /* ---- elementwise ---- */

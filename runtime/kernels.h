@@ -9,6 +9,7 @@
 
 #include <pthread.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common/ms.h"
 
@@ -40,6 +41,17 @@ int ms_ncpu(void);
 void ms_matmul(ms_pool *pool, float *out, const float *x, const float *w, const float *bias, int n, int d,
 	       int k);
 float ms_dot(const float *a, const float *b, int n);
+
+/* 8-bit weights with a scale per block of 32 along k (like llama.cpp's Q8_0), made at load
+ * time from the F32 weights: w ≈ q * s[block]. k must be a multiple of MS_Q8_BLOCK. */
+#define MS_Q8_BLOCK 32
+typedef struct ms_q8 {
+	const int8_t *q; /* [d][k] */
+	const float *s;  /* [d][k / MS_Q8_BLOCK] */
+} ms_q8;
+void ms_q8_quantize(const float *w, size_t d, int k, int8_t *q, float *s);
+/* out[n][d] = x[n][k] · dequant(W)[d][k]ᵀ (+ bias[d]). */
+void ms_matmul_q8(ms_pool *pool, float *out, const float *x, const ms_q8 *w, const float *bias, int n, int d, int k);
 /* 1 when the AVX2/FMA path is in use; ms_kernels_force_portable(1) disables it (tests). */
 int ms_kernels_avx2(void);
 void ms_kernels_force_portable(int on);

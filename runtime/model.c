@@ -130,6 +130,8 @@ int ms_model_load(const char *dir, const ms_model_opts *opts, ms_model **out, ch
 	if ((rc = arena_init(m)) != 0) goto fail;
 	if (m->cfg.arch == MS_ARCH_LLAMA || m->cfg.arch == MS_ARCH_GPT2) {
 		if ((rc = ms_dec_load(m, err, errlen)) == 0) rc = ms_dec_ws_alloc(m);
+		if (rc == 0 && opts && opts->q8) rc = ms_dec_quantize(m);
+		m->q8 = opts && opts->q8;
 	} else {
 		rc = ms_enc_load(m, err, errlen);
 	}
@@ -155,6 +157,7 @@ void ms_model_free(ms_model *m) {
 	if (!m) return;
 	if (m->tok && TOK_LINKED(ms_tokenizer_free)) ms_tokenizer_free(m->tok);
 	if (m->arena) munmap(m->arena, m->arena_size);
+	if (m->q8_arena) munmap(m->q8_arena, m->q8_size);
 	ms_dec_ws_free(m);
 	free(m->dec.layers);
 	free(m->enc.layers);
@@ -170,7 +173,7 @@ struct ms_tokenizer *ms_model_tokenizer(const ms_model *m) { return m->tok; }
 
 /* ---- sessions ---- */
 
-int ms_session_new(ms_model *m, int max_seq, ms_session **out) {
+int ms_seq_new(ms_model *m, int max_seq, ms_seq **out) {
 	const ms_config *c = &m->cfg;
 	*out = NULL;
 	if (c->arch != MS_ARCH_LLAMA && c->arch != MS_ARCH_GPT2) return MS_EUNSUPPORTED;
@@ -178,7 +181,7 @@ int ms_session_new(ms_model *m, int max_seq, ms_session **out) {
 	 * KV cache for all of it per sequence */
 	if (max_seq <= 0) max_seq = c->max_pos < 4096 ? c->max_pos : 4096;
 	if (max_seq > c->max_pos) max_seq = c->max_pos;
-	ms_session *s = calloc(1, sizeof *s);
+	ms_seq *s = calloc(1, sizeof *s);
 	if (!s) return MS_ENOMEM;
 	s->m = m;
 	s->max_seq = max_seq;
@@ -186,28 +189,28 @@ int ms_session_new(ms_model *m, int max_seq, ms_session **out) {
 	s->key_cache = calloc(kv, sizeof(float));
 	s->value_cache = calloc(kv, sizeof(float));
 	if (!s->key_cache || !s->value_cache) {
-		ms_session_free(s);
+		ms_seq_free(s);
 		return MS_ENOMEM;
 	}
 	*out = s;
 	return 0;
 }
 
-void ms_session_free(ms_session *s) {
+void ms_seq_free(ms_seq *s) {
 	if (!s) return;
 	free(s->key_cache);
 	free(s->value_cache);
 	free(s);
 }
 
-void ms_session_reset(ms_session *s) { s->pos = 0; }
-int ms_session_pos(const ms_session *s) { return s->pos; }
+void ms_seq_reset(ms_seq *s) { s->pos = 0; }
+int ms_seq_pos(const ms_seq *s) { return s->pos; }
 
-int ms_session_forward(ms_session *s, const int32_t *ids, size_t n, float *logits_last, float *logits_all,
+int ms_seq_forward(ms_seq *s, const int32_t *ids, size_t n, float *logits_last, float *logits_all,
 		       const atomic_int *cancel) {
 	ms_model *m = s->m;
 	int vocab = m->cfg.vocab_size;
-	ms_session *rows[MS_CHUNK];
+	ms_seq *rows[MS_CHUNK];
 	for (int i = 0; i < MS_CHUNK; i++) rows[i] = s;
 	if (n == 0) return MS_EINVAL;
 	if (n > (size_t)(s->max_seq - s->pos)) return MS_ERANGE;
@@ -222,7 +225,7 @@ int ms_session_forward(ms_session *s, const int32_t *ids, size_t n, float *logit
 	return 0;
 }
 
-int ms_session_step_batch(ms_session *const *sess, const int32_t *ids, size_t n, float *logits,
+int ms_seq_step_batch(ms_seq *const *sess, const int32_t *ids, size_t n, float *logits,
 			  const atomic_int *cancel) {
 	if (n == 0) return 0;
 	ms_model *m = sess[0]->m;
@@ -243,11 +246,11 @@ int ms_session_step_batch(ms_session *const *sess, const int32_t *ids, size_t n,
 }
 
 int ms_model_logits(ms_model *m, const int32_t *ids, size_t n, float *out) {
-	ms_session *s;
-	int rc = ms_session_new(m, (int)(n < (size_t)m->cfg.max_pos ? n : (size_t)m->cfg.max_pos), &s);
+	ms_seq *s;
+	int rc = ms_seq_new(m, (int)(n < (size_t)m->cfg.max_pos ? n : (size_t)m->cfg.max_pos), &s);
 	if (rc != 0) return rc;
-	rc = ms_session_forward(s, ids, n, NULL, out, NULL);
-	ms_session_free(s);
+	rc = ms_seq_forward(s, ids, n, NULL, out, NULL);
+	ms_seq_free(s);
 	return rc;
 }
 
@@ -267,7 +270,7 @@ void ms_gen_opts_init(ms_gen_opts *o) {
  * detokenizer with stop-string hold-back. Stepped alone or batched with others. */
 struct ms_gen {
 	ms_model *m;
-	ms_session *s;
+	ms_seq *s;
 	ms_sampler smp;
 	ms_gen_opts o;
 	int32_t *hist;
@@ -370,7 +373,7 @@ int ms_gen_new(ms_model *m, const int32_t *prompt, size_t n_prompt, const ms_gen
 	ms_buf_init(&g->text);
 	size_t total = n_prompt + (size_t)(o->max_new_tokens > 0 ? o->max_new_tokens : 0);
 	if (total > (size_t)c->max_pos) total = (size_t)c->max_pos;
-	int rc = ms_session_new(m, (int)total, &g->s);
+	int rc = ms_seq_new(m, (int)total, &g->s);
 	if (rc == 0 && !(g->hist = malloc((total + 1) * sizeof *g->hist))) rc = MS_ENOMEM;
 	if (rc == 0)
 		rc = ms_sampler_init(&g->smp, c->vocab_size, o->temperature, o->top_k, o->top_p, o->repetition_penalty,
@@ -400,7 +403,7 @@ int ms_gen_prefill(ms_gen *g) {
 	float *logits = malloc((size_t)g->m->cfg.vocab_size * sizeof *logits);
 	if (!logits) return MS_ENOMEM;
 	double t0 = ms_now_ms();
-	int rc = ms_session_forward(g->s, g->hist, g->n_prompt, logits, NULL, g->o.cancel);
+	int rc = ms_seq_forward(g->s, g->hist, g->n_prompt, logits, NULL, g->o.cancel);
 	g->st.prompt_tokens = g->n_prompt;
 	g->st.prompt_ms = ms_now_ms() - t0;
 	g->t_gen0 = ms_now_ms();
@@ -418,7 +421,7 @@ int ms_gen_step_batch(ms_gen *const *gens, size_t n, const atomic_int *cancel) {
 	if (n == 0) return 0;
 	ms_model *m = gens[0]->m;
 	int vocab = m->cfg.vocab_size;
-	ms_session **sess = malloc(n * sizeof *sess);
+	ms_seq **sess = malloc(n * sizeof *sess);
 	int32_t *ids = malloc(n * sizeof *ids);
 	size_t *which = malloc(n * sizeof *which), k = 0;
 	int rc = 0;
@@ -440,7 +443,7 @@ int ms_gen_step_batch(ms_gen *const *gens, size_t n, const atomic_int *cancel) {
 		rc = MS_ENOMEM;
 		goto out;
 	}
-	rc = ms_session_step_batch(sess, ids, k, logits, cancel);
+	rc = ms_seq_step_batch(sess, ids, k, logits, cancel);
 	for (size_t j = 0; rc == 0 && j < k; j++) {
 		ms_gen *g = gens[which[j]];
 		accept(g, ms_sampler_sample(&g->smp, logits + j * vocab, g->hist, g->nh));
@@ -471,7 +474,7 @@ void ms_gen_free(ms_gen *g) {
 	ms_buf_free(&g->text);
 	ms_sampler_free(&g->smp);
 	free(g->hist);
-	ms_session_free(g->s);
+	ms_seq_free(g->s);
 	free(g);
 }
 

@@ -9,7 +9,7 @@
  *   ms_model_generate(m, "Once upon a time", &o, on_piece, ud, &stats, err, sizeof err);
  *   ms_model_free(m);
  *
- * A model is read-only after load; sessions (KV caches) are per sequence. Calls on one
+ * A model is read-only after load; sequences (ms_seq: a KV cache each) are per generation. Calls on one
  * model must not overlap (one thread pool per model).
  */
 #ifndef MS_MODEL_H
@@ -23,11 +23,12 @@
 #include "runtime/config.h"
 
 typedef struct ms_model ms_model;
-typedef struct ms_session ms_session;
+typedef struct ms_seq ms_seq;
 struct ms_tokenizer;
 
 typedef struct ms_model_opts {
 	int n_threads; /* 0: every available core */
+	int q8;        /* causal LMs: 8-bit weights with per-block scales (faster, approximate) */
 } ms_model_opts;
 
 /* dir: a checkpoint directory. Detects the family from config.json (architectures,
@@ -41,20 +42,20 @@ struct ms_tokenizer *ms_model_tokenizer(const ms_model *m);
 /* ---- causal LMs (llama, gpt2) ---- */
 
 /* A sequence with its KV cache (max_seq 0: the model's max_position_embeddings). */
-int ms_session_new(ms_model *m, int max_seq, ms_session **out);
-void ms_session_free(ms_session *s);
-void ms_session_reset(ms_session *s);
-int ms_session_pos(const ms_session *s);
+int ms_seq_new(ms_model *m, int max_seq, ms_seq **out);
+void ms_seq_free(ms_seq *s);
+void ms_seq_reset(ms_seq *s);
+int ms_seq_pos(const ms_seq *s);
 /* Feeds n ids at the current position. logits_last (vocab floats, may be NULL) gets the
  * last position's logits; logits_all (n*vocab, may be NULL) every position's.
  * cancel: checked before each layer; MS_ECANCELED when set. */
-int ms_session_forward(ms_session *s, const int32_t *ids, size_t n, float *logits_last, float *logits_all,
+int ms_seq_forward(ms_seq *s, const int32_t *ids, size_t n, float *logits_last, float *logits_all,
 		       const atomic_int *cancel);
 
-/* One decode step for n distinct sessions of one model at once (batched generation: the
+/* One decode step for n distinct sequences of one model at once (batched generation: the
  * weights are read once for all rows): ids[i] is fed to sess[i] at its position, and
  * logits[i*vocab ...] receives its next-token logits. */
-int ms_session_step_batch(ms_session *const *sess, const int32_t *ids, size_t n, float *logits,
+int ms_seq_step_batch(ms_seq *const *sess, const int32_t *ids, size_t n, float *logits,
 			  const atomic_int *cancel);
 
 /* Logits at every position of a fresh sequence: out[n][vocab]. */

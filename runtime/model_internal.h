@@ -3,7 +3,7 @@
  *
  * As in llama2.c: a Config (ms_config), Weights (read-only after load, F32, either views
  * into the safetensors mapping or upcast copies), and RunState (per-sequence scratch and
- * KV cache, ms_session). Every weight matrix is stored [out][in], row-major, so one
+ * KV cache, ms_seq). Every weight matrix is stored [out][in], row-major, so one
  * kernel (ms_matmul) serves every family; GPT-2's Conv1D weights ([in][out] on disk) are
  * transposed at load.
  */
@@ -25,6 +25,7 @@ typedef struct {
 	const float *ln2_w, *ln2_b;     /* llama: ffn_norm; gpt2: ln_2 */
 	const float *w1, *w2, *w3;      /* llama: gate [hidden][dim], down [dim][hidden], up [hidden][dim] */
 	const float *b1, *b2;           /* gpt2: c_fc [hidden][dim] + bias, c_proj [dim][hidden] + bias */
+	ms_q8 wq8, wk8, wv8, wo8, w18, w28, w38; /* 8-bit copies (ms_model_opts.q8), used when .q is set */
 } ms_dec_layer;
 
 typedef struct {
@@ -33,6 +34,7 @@ typedef struct {
 	ms_dec_layer *layers;
 	const float *lnf_w, *lnf_b; /* final norm */
 	const float *head;          /* [vocab][dim]; = tok_emb when tied */
+	ms_q8 head8;
 } ms_dec_weights;
 
 typedef struct {
@@ -61,11 +63,14 @@ struct ms_model {
 	struct ms_tokenizer *tok; /* NULL when the checkpoint has no tokenizer */
 	void *arena;              /* weights copied out of the mapping (see ms_w_get) */
 	size_t arena_size, arena_used;
+	void *q8_arena;           /* 8-bit weights when opts.q8 */
+	size_t q8_size;
+	int q8;
 	struct ms_dec_ws *ws;     /* decoders: forward-pass scratch */
 };
 
 /* Per-sequence state of a decoder: its KV cache. */
-struct ms_session {
+struct ms_seq {
 	struct ms_model *m;
 	int max_seq, pos;
 	float *key_cache, *value_cache; /* [layers][max_seq][kv_dim] */
@@ -79,7 +84,7 @@ typedef struct ms_dec_ws {
 	float *att;                          /* [MS_CHUNK][heads][att_len] */
 	int att_len;                         /* grown to the longest context seen */
 	float *logits;                       /* [MS_CHUNK][vocab] */
-	struct ms_session *sess[MS_CHUNK];   /* the session and position of each row */
+	struct ms_seq *sess[MS_CHUNK];   /* the session and position of each row */
 	int pos[MS_CHUNK];
 } ms_dec_ws;
 
@@ -91,11 +96,14 @@ int ms_w_get_t(struct ms_model *m, const char *name, int64_t d0, int64_t d1, con
 	       size_t errlen);
 
 int ms_dec_load(struct ms_model *m, char *err, size_t errlen);
+/* Makes 8-bit copies of the decoder's matrices (those with k % 32 == 0) and releases the
+ * F32 pages they no longer need. */
+int ms_dec_quantize(struct ms_model *m);
 /* One forward pass over n <= MS_CHUNK rows: row i feeds ids[i] to sess[i] at that session's
  * next position (rows of one session in order). Logits go to m->ws->logits, one row of
  * vocab floats per output row: every row (all=1) or, for each session, its last row in the
  * batch (all=0), in row order. Advances each session's pos. */
-int ms_dec_forward(struct ms_model *m, struct ms_session *const *sess, const int32_t *ids, int n, int all,
+int ms_dec_forward(struct ms_model *m, struct ms_seq *const *sess, const int32_t *ids, int n, int all,
 		   const atomic_int *cancel);
 int ms_dec_ws_alloc(struct ms_model *m);
 void ms_dec_ws_free(struct ms_model *m);

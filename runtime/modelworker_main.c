@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,7 +24,23 @@
 
 #include "runtime/model.h"
 #include "runtime/tokenizer.h"
+
+/* Chat templates come from runtime/jinja.c (its own module); without it the worker simply
+ * does not offer "chat". */
+#if __has_include("runtime/jinja.h")
+#include "runtime/jinja.h"
+#else
+int ms_chat_template_render(const char *tmpl, const json_t *messages, const char *bos_token, const char *eos_token,
+			    int add_generation_prompt, const json_t *extra_vars, char **out, char *err, size_t errlen);
+#endif
+#if !__has_include("runtime/jinja.c")
+#pragma weak ms_chat_template_render
+#define JINJA_LINKED() (ms_chat_template_render != NULL)
+#else
+#define JINJA_LINKED() 1
+#endif
 #include "sandbox/frame.h"
+#include "sandbox/isolate.h"
 
 #if !__has_include("runtime/tokenizer.c") /* not landed yet: link anyway, fail at run time */
 #pragma weak ms_tokenizer_encode
@@ -52,8 +69,13 @@ typedef struct msg_node {
 
 static int sock_fd = 3;
 static ms_model *model;
+/* A repo that holds only tokenizer files (e.g. hf-internal-testing/llama-tokenizer) is
+ * served too: tokenize and detokenize, nothing else. */
+static ms_tokenizer *tok_only;
+
+static ms_tokenizer *tokenizer(void) { return model ? ms_model_tokenizer(model) : tok_only; }
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER, park = PTHREAD_COND_INITIALIZER;
 static msg_node *q_head, *q_tail;
 static int reader_eof;
 static req *active[MAX_REQS]; /* guarded by mu for the reader's cancel lookups */
@@ -81,8 +103,9 @@ static void *reader_main(void *arg) {
 			reader_eof = 1;
 			atomic_store(&batch_cancel, 1);
 			pthread_cond_signal(&cv);
-			pthread_mutex_unlock(&mu);
-			return NULL;
+			/* park until the main thread ends the process: a thread exiting under the
+			 * seccomp filter can trip it (sanitizer runtimes call prctl there) */
+			for (;;) pthread_cond_wait(&park, &mu);
 		}
 		const char *t = json_string_value(json_object_get(m, "t"));
 		if (t && strcmp(t, "cancel") == 0) {
@@ -105,6 +128,7 @@ static void *reader_main(void *arg) {
 		pthread_cond_signal(&cv);
 		pthread_mutex_unlock(&mu);
 	}
+	return NULL;
 }
 
 static int on_piece(void *ud, const char *text, size_t len) {
@@ -127,7 +151,33 @@ static double num(json_t *args, const char *key, double def) {
 	return json_is_number(v) ? json_number_value(v) : def;
 }
 
-static void start_generate(json_int_t id, json_t *args) {
+static int can_chat(void) {
+	ms_tokenizer *tok = tokenizer();
+	return JINJA_LINKED() && tok && TOK_LINKED(ms_tokenizer_chat_template) && ms_tokenizer_chat_template(tok);
+}
+
+/* chat: the messages rendered through the checkpoint's chat template, as transformers'
+ * apply_chat_template(add_generation_prompt=True); the template writes the special tokens
+ * itself, so the text is encoded without the post-processor's. */
+static char *render_chat(json_t *args, char *err, size_t errlen) {
+	json_t *msgs = json_object_get(args, "messages");
+	if (!json_is_array(msgs)) {
+		ms_errf(err, errlen, MS_EINVAL, "chat: messages must be an array");
+		return NULL;
+	}
+	if (!can_chat()) {
+		ms_errf(err, errlen, MS_EUNSUPPORTED, "chat: this checkpoint has no chat template");
+		return NULL;
+	}
+	ms_tokenizer *tok = tokenizer();
+	char *out = NULL;
+	if (ms_chat_template_render(ms_tokenizer_chat_template(tok), msgs, ms_tokenizer_bos_token(tok),
+				    ms_tokenizer_eos_token(tok), 1, NULL, &out, err, errlen) != 0)
+		return NULL;
+	return out;
+}
+
+static void start_generate(json_int_t id, json_t *args, int chat) {
 	if (!json_is_object(args)) return send_error(id, "generate: args must be an object");
 	if (n_active >= MAX_REQS) return send_error(id, "busy: too many requests in flight");
 	req *r = calloc(1, sizeof *r);
@@ -159,7 +209,12 @@ static void start_generate(json_int_t id, json_t *args) {
 	int rc;
 	json_t *pids = json_object_get(args, "prompt_ids");
 	const char *prompt = json_string_value(json_object_get(args, "prompt"));
-	if (json_is_array(pids) && json_array_size(pids) > 0) {
+	char *rendered = NULL;
+	if (chat) {
+		rendered = render_chat(args, err, sizeof err);
+		rc = rendered ? ms_model_encode_prompt(model, rendered, 0, &ids, &n, err, sizeof err) : MS_EINVAL;
+		free(rendered);
+	} else if (json_is_array(pids) && json_array_size(pids) > 0) {
 		r->ids_mode = 1;
 		n = json_array_size(pids);
 		ids = malloc(n * sizeof *ids);
@@ -221,9 +276,9 @@ static int text_ids(json_t *args, int32_t **ids, size_t *n, char *err, size_t er
 	if (!text) return ms_errf(err, errlen, MS_EINVAL, "text missing");
 	json_t *sp = json_object_get(args, "special");
 	int special = json_is_boolean(sp) ? json_is_true(sp) : 1;
-	if (!ms_model_tokenizer(model) || !TOK_LINKED(ms_tokenizer_encode))
+	if (!tokenizer() || !TOK_LINKED(ms_tokenizer_encode))
 		return ms_errf(err, errlen, MS_EUNSUPPORTED, "this checkpoint has no tokenizer");
-	int rc = ms_tokenizer_encode(ms_model_tokenizer(model), text, strlen(text), special, ids, n);
+	int rc = ms_tokenizer_encode(tokenizer(), text, strlen(text), special, ids, n);
 	return rc ? ms_errf(err, errlen, rc, "tokenize: %s", ms_strerror(rc)) : 0;
 }
 
@@ -232,10 +287,12 @@ static void quick_op(json_int_t id, const char *op, json_t *args) {
 	int32_t *ids = NULL;
 	size_t n = 0;
 	json_t *result = NULL;
-	const ms_config *c = ms_model_config(model);
+	const ms_config *c = model ? ms_model_config(model) : NULL;
 	int rc;
 	if (!json_is_object(args)) {
 		rc = ms_errf(err, sizeof err, MS_EINVAL, "%s: args must be an object", op);
+	} else if (!model && strcmp(op, "tokenize") != 0 && strcmp(op, "detokenize") != 0) {
+		rc = ms_errf(err, sizeof err, MS_EUNSUPPORTED, "%s: this repository holds only a tokenizer (tokenize and detokenize work)", op);
 	} else if (strcmp(op, "tokenize") == 0) {
 		if ((rc = text_ids(args, &ids, &n, err, sizeof err)) == 0) {
 			result = json_array();
@@ -244,14 +301,14 @@ static void quick_op(json_int_t id, const char *op, json_t *args) {
 	} else if (strcmp(op, "detokenize") == 0) {
 		json_t *a = json_object_get(args, "ids");
 		rc = json_is_array(a) ? 0 : ms_errf(err, sizeof err, MS_EINVAL, "detokenize: ids missing");
-		if (rc == 0 && (!ms_model_tokenizer(model) || !TOK_LINKED(ms_tokenizer_decode)))
+		if (rc == 0 && (!tokenizer() || !TOK_LINKED(ms_tokenizer_decode)))
 			rc = ms_errf(err, sizeof err, MS_EUNSUPPORTED, "this checkpoint has no tokenizer");
 		if (rc == 0) {
 			n = json_array_size(a);
 			ids = malloc((n + 1) * sizeof *ids);
 			for (size_t i = 0; ids && i < n; i++) ids[i] = (int32_t)json_integer_value(json_array_get(a, i));
 			char *text = NULL;
-			rc = ids ? ms_tokenizer_decode(ms_model_tokenizer(model), ids, n, 1, &text) : MS_ENOMEM;
+			rc = ids ? ms_tokenizer_decode(tokenizer(), ids, n, 1, &text) : MS_ENOMEM;
 			if (rc == 0) result = json_string(text ? text : "");
 			else ms_errf(err, sizeof err, rc, "detokenize: %s", ms_strerror(rc));
 			free(text);
@@ -326,7 +383,9 @@ static void handle(json_t *m) {
 	const char *op = json_string_value(json_object_get(m, "op"));
 	json_t *args = json_object_get(m, "args");
 	if (!op) return send_error(id, "op missing");
-	if (strcmp(op, "generate") == 0) start_generate(id, args);
+	if (!model && (strcmp(op, "generate") == 0 || strcmp(op, "chat") == 0))
+		send_error(id, "this repository holds only a tokenizer: it cannot generate");
+	else if (strcmp(op, "generate") == 0 || strcmp(op, "chat") == 0) start_generate(id, args, op[0] == 'c');
 	else quick_op(id, op, args);
 }
 
@@ -340,6 +399,16 @@ static const char *arch_short(ms_arch a) {
 	}
 }
 
+static pthread_t reader;
+
+static int only_tokenizer(const char *dir) {
+	char p[4096];
+	snprintf(p, sizeof p, "%s/config.json", dir);
+	if (access(p, F_OK) == 0) return 0;
+	snprintf(p, sizeof p, "%s/tokenizer.json", dir);
+	return access(p, R_OK) == 0;
+}
+
 static int init(void) {
 	json_t *m = NULL;
 	if (ms_frame_read_json_fd(sock_fd, &m, MS_FRAME_MAX_DEFAULT) != 0) return 1;
@@ -349,28 +418,64 @@ static int init(void) {
 	char err[1024] = "";
 	int rc = MS_EPROTO;
 	if (t && strcmp(t, "init") == 0 && path) {
-		ms_model_opts o = {json_is_integer(th) ? (int)json_integer_value(th) : 1};
+		ms_model_opts o = {.n_threads = json_is_integer(th) ? (int)json_integer_value(th) : 1,
+				   .q8 = json_is_true(json_object_get(m, "q8"))};
 		rc = ms_model_load(path, &o, &model, err, sizeof err);
+		if (rc != 0 && only_tokenizer(path)) {
+			err[0] = 0;
+			rc = ms_tokenizer_load(path, &tok_only, err, sizeof err);
+		}
 	} else {
 		snprintf(err, sizeof err, "expected {\"t\":\"init\",\"path\":...}");
 	}
-	json_decref(m);
+	json_t *m_init = m;
 	if (rc != 0) {
 		send_json(json_pack("{s:s, s:s}", "t", "init_error", "message", err[0] ? err : ms_strerror(rc)));
+		json_decref(m_init);
 		return 1;
+	}
+	/* every thread exists before the lock-down (sanitizer runtimes make syscalls the
+	 * filter refuses when a thread starts) */
+	if (pthread_create(&reader, NULL, reader_main, NULL) != 0) {
+		send_json(json_pack("{s:s, s:s}", "t", "init_error", "message", "cannot start a thread"));
+		json_decref(m_init);
+		return 1;
+	}
+	/* Lock down before serving any request. The checkpoint is read before (the
+	 * lock-down forbids opening files); it arrives as a directory the host opened, runs as
+	 * nobody, and its parsers are fuzzed under ASan. Threads are allowed (the pool's
+	 * workers exist already; the reader starts next). */
+	json_t *mem = json_object_get(m_init, "memory_mb");
+	ms_isolate_opts iso = {.memory_mb = json_is_integer(mem) && json_integer_value(mem) > 0
+						    ? (size_t)json_integer_value(mem)
+						    : 8192,
+			       .keep_fd = sock_fd > 2 ? sock_fd : 2,
+			       .allow_threads = 1};
+	if (ms_isolate_apply(&iso, err, sizeof err) != 0) {
+		send_json(json_pack("{s:s, s:s}", "t", "init_error", "message", err));
+		json_decref(m_init);
+		return 1;
+	}
+	fprintf(stderr, "moonspace-modelworker: %s: %s\n", path, ms_isolate_summary());
+	json_decref(m_init);
+	if (!model) {
+		send_json(json_pack("{s:s, s:s, s:[s,s], s:b}", "t", "ready", "arch", "tokenizer", "tasks", "tokenize",
+				    "detokenize", "chat_template", 0));
+		return 0;
 	}
 	const ms_config *c = ms_model_config(model);
 	json_t *tasks = json_array();
 	int causal = c->arch == MS_ARCH_LLAMA || c->arch == MS_ARCH_GPT2;
 	if (causal) json_array_append_new(tasks, json_string("generate"));
+	if (causal && can_chat()) json_array_append_new(tasks, json_string("chat"));
 	if (c->has_classifier) json_array_append_new(tasks, json_string("classify"));
 	if (!causal) json_array_append_new(tasks, json_string("embed"));
-	if (ms_model_tokenizer(model)) {
+	if (tokenizer()) {
 		json_array_append_new(tasks, json_string("tokenize"));
 		json_array_append_new(tasks, json_string("detokenize"));
 	}
 	send_json(json_pack("{s:s, s:s, s:o, s:b}", "t", "ready", "arch", arch_short(c->arch), "tasks", tasks,
-			    "chat_template", 0));
+			    "chat_template", causal && can_chat()));
 	return 0;
 }
 
@@ -383,12 +488,14 @@ int main(int argc, char **argv) {
 			return 2;
 		}
 	}
+	/* the lock-down sets RLIMIT_FSIZE 0: a log line to a stderr that is a regular file
+	 * must fail (EFBIG), not kill the worker */
+	signal(SIGXFSZ, SIG_IGN);
+	signal(SIGPIPE, SIG_IGN);
 	if (init() != 0) {
 		ms_model_free(model);
 		return 1;
 	}
-	pthread_t reader;
-	if (pthread_create(&reader, NULL, reader_main, NULL) != 0) return 1;
 	ms_gen **gens = malloc(MAX_REQS * sizeof *gens);
 	for (;;) {
 		pthread_mutex_lock(&mu);
@@ -417,10 +524,9 @@ int main(int argc, char **argv) {
 			}
 		reap();
 	}
-	/* the host closed the socket: drop everything and exit */
-	for (int i = 0; i < n_active; i++) req_free(active[i]);
+	/* the host closed the socket: nothing in flight matters any more. _exit without
+	 * joining threads (see the reader) */
 	free(gens);
-	pthread_join(reader, NULL);
-	ms_model_free(model);
-	return 0;
+	fflush(stderr);
+	_exit(0);
 }

@@ -41,6 +41,33 @@ static pcre2_code *parse_pattern(json_t *p, char *err, size_t errlen) {
 
 /* ---- normalizers ---- */
 
+static int b64val(int c) {
+	return c >= 'A' && c <= 'Z' ? c - 'A' : c >= 'a' && c <= 'z' ? c - 'a' + 26 : c >= '0' && c <= '9' ? c - '0' + 52 :
+	       c == '+' ? 62 : c == '/' ? 63 : -1;
+}
+
+/* Standard base64 (padding optional); *out is malloc'd (also on failure: NULL). */
+static int base64_decode(const char *s, unsigned char **out, size_t *n) {
+	size_t len = strlen(s);
+	*out = malloc(len / 4 * 3 + 4);
+	*n = 0;
+	if (!*out) return MS_ENOMEM;
+	uint32_t acc = 0;
+	int bits = 0;
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] == '=') break;
+		int v = b64val((unsigned char)s[i]);
+		if (v < 0) { free(*out); *out = NULL; return MS_EFORMAT; }
+		acc = (acc << 6) | (uint32_t)v;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			(*out)[(*n)++] = (unsigned char)(acc >> bits);
+		}
+	}
+	return 0;
+}
+
 static int parse_normalizer(json_t *j, tk_normalizer *n, char *err, size_t errlen) {
 	memset(n, 0, sizeof *n);
 	const char *t = jstr(j, "type");
@@ -84,6 +111,17 @@ static int parse_normalizer(json_t *j, tk_normalizer *n, char *err, size_t errle
 		n->type = TKN_REPLACE;
 		if (!(n->re = parse_pattern(json_object_get(j, "pattern"), err, errlen))) return MS_EFORMAT;
 		return (n->content = dup(jstr(j, "content") ? jstr(j, "content") : "")) ? 0 : MS_ENOMEM;
+	}
+	if (!strcmp(t, "Precompiled")) {
+		n->type = TKN_PRECOMPILED;
+		const char *b64 = jstr(j, "precompiled_charsmap");
+		if (!b64 || !*b64) return 0; /* no charsmap: identity */
+		unsigned char *bytes;
+		size_t nb;
+		int rc = base64_decode(b64, &bytes, &nb);
+		if (!rc) rc = tk_precompiled_init(n, bytes, nb);
+		free(bytes);
+		return rc ? ms_errf(err, errlen, rc, "Precompiled: malformed precompiled_charsmap") : 0;
 	}
 	return ms_errf(err, errlen, MS_EUNSUPPORTED, "normalizer %s is not supported", t);
 }
@@ -207,11 +245,47 @@ static int parse_merges(ms_tokenizer *tok, json_t *merges, char *err, size_t err
 	return rc;
 }
 
+/* Unigram: "vocab": [[piece, log prob], ...] (the id is the index), "unk_id". */
+static int parse_unigram(ms_tokenizer *tok, json_t *j, char *err, size_t errlen) {
+	tk_model *m = &tok->model;
+	json_t *vocab = json_object_get(j, "vocab");
+	m->type = TKM_UNIGRAM;
+	m->fuse_unk = 1;
+	m->byte_fallback = jbool(j, "byte_fallback", 0);
+	if (!json_is_array(vocab) || json_array_size(vocab) > tok->n_ids)
+		return ms_errf(err, errlen, MS_EFORMAT, "Unigram vocab is not an array of [piece, score]");
+	if (!(m->scores = calloc(tok->n_ids, sizeof *m->scores))) return MS_ENOMEM;
+	m->min_score = 0;
+	for (size_t i = 0; i < json_array_size(vocab); i++) {
+		json_t *e = json_array_get(vocab, i), *p = json_array_get(e, 0), *sc = json_array_get(e, 1);
+		if (!json_is_string(p) || !json_is_number(sc))
+			return ms_errf(err, errlen, MS_EFORMAT, "Unigram vocab[%zu] is not [piece, score]", i);
+		size_t pl = json_string_length(p);
+		int rc = set_token(tok, (int32_t)i, json_string_value(p), pl);
+		if (!rc && tk_strmap_get(&m->vocab, json_string_value(p), pl) < 0)
+			rc = tk_strmap_put(&m->vocab, json_string_value(p), pl, (int32_t)i);
+		if (rc) return rc;
+		m->scores[i] = json_number_value(sc);
+		if (i == 0 || m->scores[i] < m->min_score) m->min_score = m->scores[i];
+		if (pl > m->max_tok_len) m->max_tok_len = pl;
+	}
+	json_int_t unk = jint(j, "unk_id", -1);
+	if (unk < 0 || (size_t)unk >= json_array_size(vocab)) return ms_errf(err, errlen, MS_EFORMAT, "Unigram without a valid unk_id");
+	m->unk_id = (int32_t)unk;
+	for (int b = 0; b < 256; b++) {
+		char name[8];
+		snprintf(name, sizeof name, "<0x%02X>", b);
+		m->byte_ids[b] = tk_strmap_get(&m->vocab, name, 6);
+	}
+	return 0;
+}
+
 static int parse_model(ms_tokenizer *tok, json_t *j, char *err, size_t errlen) {
 	tk_model *m = &tok->model;
 	const char *t = jstr(j, "type");
 	json_t *vocab = json_object_get(j, "vocab");
 	if (!t) t = json_object_get(j, "merges") ? "BPE" : json_object_get(j, "continuing_subword_prefix") ? "WordPiece" : "";
+	if (!strcmp(t, "Unigram")) return parse_unigram(tok, j, err, errlen);
 	if (!strcmp(t, "BPE")) m->type = TKM_BPE;
 	else if (!strcmp(t, "WordPiece")) m->type = TKM_WORDPIECE;
 	else if (!strcmp(t, "WordLevel")) m->type = TKM_WORDLEVEL;
@@ -333,18 +407,23 @@ static int parse_post(ms_tokenizer *tok, json_t *j, char *err, size_t errlen) {
 
 /* ---- added tokens ---- */
 
-/* Buckets the added tokens by first byte so that matching tries only the candidates. */
+/* Indexes the added tokens for matching: a map per `normalized` flag, the distinct
+ * lengths to try (longest first) and the bytes that can start a token. */
 static int index_added(ms_tokenizer *tok) {
 	for (int f = 0; f < 2; f++) {
-		uint32_t count[257] = {0};
-		for (size_t i = 0; i < tok->n_added; i++)
-			if (tok->added[i].normalized == f && tok->added[i].len) count[(unsigned char)tok->added[i].content[0] + 1]++;
-		for (int c = 0; c < 256; c++) count[c + 1] += count[c];
-		memcpy(tok->start[f], count, sizeof count);
-		if (!(tok->by_byte[f] = malloc((tok->n_added + 1) * sizeof(uint32_t)))) return MS_ENOMEM;
-		for (size_t i = 0; i < tok->n_added; i++)
-			if (tok->added[i].normalized == f && tok->added[i].len)
-				tok->by_byte[f][count[(unsigned char)tok->added[i].content[0]]++] = (uint32_t)i;
+		if (!(tok->alens[f] = malloc((tok->n_added + 1) * sizeof(size_t)))) return MS_ENOMEM;
+		for (size_t i = 0; i < tok->n_added; i++) {
+			const tk_added *a = &tok->added[i];
+			if (a->normalized != f || !a->len || tk_strmap_get(&tok->amap[f], a->content, a->len) >= 0) continue;
+			if (tk_strmap_put(&tok->amap[f], a->content, a->len, (int32_t)i)) return MS_ENOMEM;
+			tok->afirst[f][(unsigned char)a->content[0]] = 1;
+			size_t k = 0;
+			while (k < tok->n_alens[f] && tok->alens[f][k] > a->len) k++;
+			if (k < tok->n_alens[f] && tok->alens[f][k] == a->len) continue;
+			memmove(tok->alens[f] + k + 1, tok->alens[f] + k, (tok->n_alens[f] - k) * sizeof(size_t));
+			tok->alens[f][k] = a->len;
+			tok->n_alens[f]++;
+		}
 	}
 	return 0;
 }
@@ -378,8 +457,10 @@ static size_t max_id(json_t *root) {
 	json_int_t mx = -1;
 	const char *k;
 	json_t *v;
-	json_object_foreach(json_object_get(json_object_get(root, "model"), "vocab"), k, v)
+	json_t *vocab = json_object_get(json_object_get(root, "model"), "vocab");
+	json_object_foreach(vocab, k, v)
 		if (json_integer_value(v) > mx) mx = json_integer_value(v);
+	if (json_is_array(vocab)) mx = (json_int_t)json_array_size(vocab) - 1; /* Unigram */
 	json_t *added = json_object_get(root, "added_tokens");
 	for (size_t i = 0; i < json_array_size(added); i++) {
 		json_int_t id = jint(json_array_get(added, i), "id", -1);
@@ -531,7 +612,7 @@ void ms_tokenizer_free(ms_tokenizer *tok) {
 	free(tok->special);
 	for (size_t i = 0; i < tok->n_added; i++) free(tok->added[i].content);
 	free(tok->added);
-	free(tok->by_byte[0]), free(tok->by_byte[1]);
+	for (int f = 0; f < 2; f++) tk_strmap_free(&tok->amap[f]), free(tok->alens[f]);
 	tk_normalizer_free(&tok->norm);
 	tk_pretok_free(&tok->pretok);
 	tmpl_free(&tok->single);
@@ -575,12 +656,12 @@ static int split_added(const ms_tokenizer *tok, const char *s, size_t len, int n
 		const tk_added *best = NULL;
 		size_t bs = 0, be = 0;
 		for (; i < len && !best; i += tk_utf8_step(s + i, len - i)) {
-			unsigned char c0 = (unsigned char)s[i];
-			const uint32_t *cand = tok->by_byte[normalized];
-			for (uint32_t k = tok->start[normalized][c0]; cand && k < tok->start[normalized][c0 + 1]; k++) {
-				const tk_added *a = &tok->added[cand[k]];
-				if (a->len > len - i || (best && a->len <= best->len)) continue;
-				if (memcmp(s + i, a->content, a->len) != 0) continue;
+			if (!tok->afirst[normalized][(unsigned char)s[i]]) continue;
+			for (size_t k = 0; k < tok->n_alens[normalized] && !best; k++) {
+				size_t al = tok->alens[normalized][k];
+				int32_t idx = al <= len - i ? tk_strmap_get(&tok->amap[normalized], s + i, al) : -1;
+				if (idx < 0) continue;
+				const tk_added *a = &tok->added[idx];
 				if (a->single_word && ((i > 0 && is_word_cp(cp_before(s, i))) || (i + a->len < len && is_word_cp(cp_at(s, len, i + a->len)))))
 					continue;
 				best = a;

@@ -1,9 +1,11 @@
 /* runtime/tokenizer.h: Hugging Face tokenizers (tokenizer.json + tokenizer_config.json).
  *
  * Byte-level BPE (GPT-2), BPE with byte fallback and Metaspace/Replace/Prepend normalizers
- * (Llama, SentencePiece-style), WordPiece with the BERT normalizer and pre-tokenizer;
- * added/special tokens; post-processor templates; decoders. Unicode through utf8proc,
- * pre-tokenizer regexes through PCRE2. Invalid UTF-8 input is handled, never crashed on.
+ * (Llama, SentencePiece-style), WordPiece with the BERT normalizer and pre-tokenizer,
+ * WordLevel, Unigram with the Precompiled charsmap (T5 / XLM-R style); added/special
+ * tokens; post-processor templates; decoders. Unicode through utf8proc, pre-tokenizer
+ * regexes through PCRE2. Invalid UTF-8 input is handled (each invalid sequence reads as
+ * U+FFFD), never crashed on. A loaded tokenizer is read-only: one may serve many threads.
  */
 #ifndef MS_TOKENIZER_H
 #define MS_TOKENIZER_H

@@ -51,7 +51,7 @@ int tk_regex_spans(const pcre2_code *re, const char *s, size_t len, tk_span **sp
 
 enum tk_norm_type {
 	TKN_SEQUENCE, TKN_BERT, TKN_LOWERCASE, TKN_STRIP, TKN_STRIP_ACCENTS,
-	TKN_NFC, TKN_NFD, TKN_NFKC, TKN_NFKD, TKN_REPLACE, TKN_PREPEND,
+	TKN_NFC, TKN_NFD, TKN_NFKC, TKN_NFKD, TKN_REPLACE, TKN_PREPEND, TKN_PRECOMPILED,
 };
 typedef struct tk_normalizer {
 	int type;
@@ -61,7 +61,14 @@ typedef struct tk_normalizer {
 	int left, right;                                    /* Strip */
 	pcre2_code *re;                                     /* Replace */
 	char *content;                                      /* Replace / Prepend */
+	uint32_t *trie;                                     /* Precompiled: darts-clone units */
+	size_t trie_n;
+	char *blob;                                         /* Precompiled: NUL-separated outputs */
+	size_t blob_len;
 } tk_normalizer;
+
+/* Precompiled (SentencePiece charsmap): takes the decoded precompiled_charsmap bytes. */
+int tk_precompiled_init(tk_normalizer *n, const unsigned char *data, size_t len);
 
 /* Split behaviours, as tokenizers' SplitDelimiterBehavior. */
 enum { TK_REMOVED, TK_ISOLATED, TK_MERGED_PREV, TK_MERGED_NEXT, TK_CONTIGUOUS };
@@ -111,7 +118,7 @@ int tk_pairmap_put(tk_pairmap *m, int32_t a, int32_t b, int32_t rank, int32_t me
 
 /* ---- models ---- */
 
-enum { TKM_BPE, TKM_WORDPIECE, TKM_WORDLEVEL };
+enum { TKM_BPE, TKM_WORDPIECE, TKM_WORDLEVEL, TKM_UNIGRAM };
 typedef struct tk_model {
 	int type;
 	tk_strmap vocab;         /* model vocab, string -> id */
@@ -122,6 +129,9 @@ typedef struct tk_model {
 	char *eow_suffix;        /* BPE end_of_word_suffix */
 	int32_t byte_ids[256];   /* BPE byte fallback: id of <0xXX>, -1 when absent */
 	int max_chars;           /* WordPiece max_input_chars_per_word */
+	double *scores;          /* Unigram: log probability per id */
+	double min_score;
+	size_t max_tok_len;      /* Unigram: longest piece in bytes */
 } tk_model;
 
 /* Appends the ids of one pre-tokenized piece. */
@@ -161,10 +171,11 @@ struct ms_tokenizer {
 	uint8_t *special;     /* per id: an added token marked special */
 	tk_added *added;
 	size_t n_added;
-	/* added tokens by first byte, for each `normalized` flag: the indices of those starting
-	 * with byte c are by_byte[f][start[f][c] .. start[f][c + 1]) */
-	uint32_t *by_byte[2];
-	uint32_t start[2][257];
+	/* for matching, per `normalized` flag f: content -> index into added, the distinct
+	 * lengths (longest first) and which bytes start a token */
+	tk_strmap amap[2];
+	size_t *alens[2], n_alens[2];
+	uint8_t afirst[2][256];
 	int has_normalizer, has_pretok;
 	tk_normalizer norm;
 	tk_pretok pretok;

@@ -294,11 +294,64 @@ static int wordpiece_encode(const tk_model *m, const char *s, size_t len, int32_
 	return rc;
 }
 
+/* ---- Unigram: Viterbi over the pieces, as tokenizers' encode_optimized ---- */
+
+typedef struct uni_node { double score; int start; int32_t id; } uni_node;
+
+static int unigram_encode(const tk_model *m, const char *s, size_t len, int32_t **ids, size_t *n, size_t *cap) {
+	uni_node *best = malloc((len + 1) * sizeof *best);
+	if (!best) return MS_ENOMEM;
+	for (size_t i = 0; i <= len; i++) best[i] = (uni_node){0, -1, -1};
+	double unk_score = m->min_score - 10.0;
+	for (size_t at = 0; at < len;) {
+		double base = best[at].score;
+		size_t mblen = tk_utf8_step(s + at, len - at);
+		int single = 0;
+		for (size_t l = 1; l <= m->max_tok_len && at + l <= len; l++) {
+			int32_t id = tk_strmap_get(&m->vocab, s + at, l);
+			if (id < 0) continue;
+			double sc = base + m->scores[id];
+			uni_node *t = &best[at + l];
+			if (t->start < 0 || sc > t->score) *t = (uni_node){sc, (int)at, id};
+			if (l == mblen) single = 1;
+		}
+		if (!single) {
+			uni_node *t = &best[at + mblen];
+			double sc = base + unk_score;
+			if (t->start < 0 || sc > t->score) *t = (uni_node){sc, (int)at, m->unk_id};
+		}
+		at += mblen;
+	}
+	/* backtrack: pieces come out last first; consecutive unknowns fuse into one */
+	size_t np = 0;
+	int32_t *pid = malloc((len + 1) * sizeof *pid);
+	size_t *pstart = malloc((len + 1) * sizeof *pstart), *pend = malloc((len + 1) * sizeof *pend);
+	int rc = pid && pstart && pend ? 0 : MS_ENOMEM;
+	for (size_t end = len; !rc && end > 0;) {
+		uni_node *nd = &best[end];
+		if (nd->start < 0) break; /* unreachable: every character has a path */
+		if (nd->id == m->unk_id && np && pid[np - 1] == m->unk_id) pstart[np - 1] = (size_t)nd->start;
+		else pid[np] = nd->id, pstart[np] = (size_t)nd->start, pend[np] = end, np++;
+		end = (size_t)nd->start;
+	}
+	for (size_t k = np; !rc && k-- > 0;) {
+		if (pid[k] != m->unk_id) { rc = tk_ids_push(ids, n, cap, pid[k]); continue; }
+		int all = m->byte_fallback;
+		for (size_t b = pstart[k]; all && b < pend[k]; b++) all = m->byte_ids[(unsigned char)s[b]] >= 0;
+		if (!all) { rc = tk_ids_push(ids, n, cap, m->unk_id); continue; }
+		for (size_t b = pstart[k]; !rc && b < pend[k]; b++) rc = tk_ids_push(ids, n, cap, m->byte_ids[(unsigned char)s[b]]);
+	}
+	free(pid), free(pstart), free(pend);
+	free(best);
+	return rc;
+}
+
 int tk_model_encode(const tk_model *m, const char *s, size_t len, int32_t **ids, size_t *n, size_t *cap) {
 	if (len == 0) return 0;
 	switch (m->type) {
 	case TKM_BPE: return bpe_encode(m, s, len, ids, n, cap);
 	case TKM_WORDPIECE: return wordpiece_encode(m, s, len, ids, n, cap);
+	case TKM_UNIGRAM: return unigram_encode(m, s, len, ids, n, cap);
 	case TKM_WORDLEVEL: {
 		int32_t id = tk_strmap_get(&m->vocab, s, len);
 		if (id < 0) id = m->unk_id;
@@ -313,5 +366,6 @@ void tk_model_free(tk_model *m) {
 	free(m->merges.keys), free(m->merges.rank), free(m->merges.merged);
 	free(m->cont_prefix);
 	free(m->eow_suffix);
+	free(m->scores);
 	memset(m, 0, sizeof *m);
 }

@@ -378,6 +378,91 @@ static int unicode_form(const char *s, size_t len, int opts, ms_buf *b) {
 	return rc;
 }
 
+/* ---- Precompiled: SentencePiece's normalization charsmap ----
+ * The blob is a little-endian u32 trie size, a darts-clone double array of that many
+ * bytes, then NUL-terminated replacement strings. As tokenizers (spm_precompiled): each
+ * grapheme shorter than 6 bytes is looked up whole, else (or when absent) each character;
+ * a lookup takes the first (shortest) prefix match of the chunk. */
+
+int tk_precompiled_init(tk_normalizer *n, const unsigned char *data, size_t len) {
+	if (len < 4) return MS_EFORMAT;
+	uint32_t size = (uint32_t)data[0] | (uint32_t)data[1] << 8 | (uint32_t)data[2] << 16 | (uint32_t)data[3] << 24;
+	if (size % 4 || size > len - 4) return MS_EFORMAT;
+	n->trie_n = size / 4;
+	n->blob_len = len - 4 - size;
+	const unsigned char *blob = data + 4 + size;
+	for (size_t i = 0; i < n->blob_len;) { /* the replacements must be valid UTF-8 */
+		int32_t cp;
+		size_t l = tk_utf8_decode(blob + i, n->blob_len - i, &cp);
+		if (!l) return MS_EFORMAT;
+		i += l;
+	}
+	if (!(n->trie = malloc(size + 4)) || !(n->blob = malloc(n->blob_len + 1))) return MS_ENOMEM;
+	for (size_t i = 0; i < n->trie_n; i++) {
+		const unsigned char *u = data + 4 + 4 * i;
+		n->trie[i] = (uint32_t)u[0] | (uint32_t)u[1] << 8 | (uint32_t)u[2] << 16 | (uint32_t)u[3] << 24;
+	}
+	memcpy(n->blob, blob, n->blob_len);
+	n->blob[n->blob_len] = 0;
+	return 0;
+}
+
+static uint32_t unit_offset(uint32_t u) { return (u >> 10) << ((u & (1u << 9)) >> 6); }
+
+/* The replacement for the shortest prefix of key found in the trie. */
+static int pc_transform(const tk_normalizer *n, const char *key, size_t len, const char **out, size_t *ol) {
+	if (!n->trie_n) return 0;
+	size_t pos = unit_offset(n->trie[0]);
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)key[i];
+		if (!c) return 0;
+		pos ^= c;
+		if (pos >= n->trie_n) return 0;
+		uint32_t u = n->trie[pos];
+		if ((u & ((1u << 31) | 0xFF)) != c) return 0;
+		pos ^= unit_offset(u);
+		if (pos >= n->trie_n) return 0;
+		if ((u >> 8) & 1) {
+			size_t v = n->trie[pos] & ((1u << 31) - 1);
+			if (v >= n->blob_len) return 0;
+			*out = n->blob + v;
+			*ol = strnlen(n->blob + v, n->blob_len - v);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static int precompiled(const tk_normalizer *n, const char *s, size_t len, ms_buf *b) {
+	size_t i = 0;
+	while (i < len) {
+		/* one extended grapheme cluster: s[i..e) */
+		int32_t state = 0, cp, next;
+		size_t e = i + tk_utf8_step(s + i, len - i);
+		if (!tk_utf8_decode((const unsigned char *)s + i, len - i, &cp)) cp = 0xFFFD;
+		while (e < len) {
+			size_t l = tk_utf8_decode((const unsigned char *)s + e, len - e, &next);
+			if (!l || utf8proc_grapheme_break_stateful(cp, next, &state)) break;
+			cp = next;
+			e += l;
+		}
+		const char *r;
+		size_t rl;
+		if (e - i < 6 && pc_transform(n, s + i, e - i, &r, &rl)) {
+			if (ms_buf_append(b, r, rl)) return MS_ENOMEM;
+		} else {
+			for (size_t k = i; k < e;) {
+				size_t l = tk_utf8_step(s + k, e - k);
+				int rc = pc_transform(n, s + k, l, &r, &rl) ? ms_buf_append(b, r, rl) : ms_buf_append(b, s + k, l);
+				if (rc) return rc;
+				k += l;
+			}
+		}
+		i = e;
+	}
+	return 0;
+}
+
 /* One normalizer step: s -> b (b starts empty). */
 static int normalize_one(const tk_normalizer *n, const char *s, size_t len, ms_buf *b) {
 	switch (n->type) {
@@ -397,6 +482,7 @@ static int normalize_one(const tk_normalizer *n, const char *s, size_t len, ms_b
 		ms_buf_free(&t);
 		return rc;
 	}
+	case TKN_PRECOMPILED: return precompiled(n, s, len, b);
 	case TKN_LOWERCASE: return map_chars(s, len, b, lower_cp, NULL);
 	case TKN_STRIP_ACCENTS: return map_chars(s, len, b, drop_mn, NULL);
 	case TKN_NFC: return unicode_form(s, len, UTF8PROC_COMPOSE, b);
@@ -466,6 +552,8 @@ void tk_normalizer_free(tk_normalizer *n) {
 	free(n->kids);
 	if (n->re) pcre2_code_free(n->re);
 	free(n->content);
+	free(n->trie);
+	free(n->blob);
 	memset(n, 0, sizeof *n);
 }
 

@@ -41,7 +41,11 @@ static void on_alarm(int sig) {
 /* SIGUSR2 via sigqueue with the call id: cancel that call if it is the one running. */
 static void on_cancel(int sig, siginfo_t *si, void *uc) {
 	(void)sig, (void)uc;
-	if (!g_sdk.in_call || si->si_code != SI_QUEUE || si->si_value.sival_int != (int)g_sdk.call_id) return;
+	if (si->si_code != SI_QUEUE) return;
+	if (!g_sdk.in_call || si->si_value.sival_int != (int)g_sdk.call_id) {
+		g_sdk.cancel_id = si->si_value.sival_int; /* its call has not started yet */
+		return;
+	}
 	if (!g_lua.tripped) {
 		ms_lua_trip(&g_lua, MS_TRIP_CANCEL);
 		ms_sdk_arm_timer(0.5);

@@ -184,6 +184,28 @@ static int l_collectgarbage(lua_State *L) {
 	return 1;
 }
 
+/* xpcall's message handler runs with hooks off when the error came from the stop hook
+ * (Lua raises it from inside the hook), so a looping handler could never be stopped: once
+ * tripped, the app's handler is skipped and the error passes through unchanged. */
+static int msgh_wrap(lua_State *L) {
+	if (ms_lua_from(L)->tripped) return 1;
+	lua_pushvalue(L, lua_upvalueindex(1));
+	lua_insert(L, 1);
+	lua_call(L, lua_gettop(L) - 1, 1);
+	return 1;
+}
+
+static int l_xpcall(lua_State *L) {
+	luaL_checktype(L, 2, LUA_TFUNCTION);
+	lua_pushvalue(L, 2);
+	lua_pushcclosure(L, msgh_wrap, 1);
+	lua_replace(L, 2);
+	lua_pushvalue(L, lua_upvalueindex(1));
+	lua_insert(L, 1);
+	lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+	return lua_gettop(L);
+}
+
 /* load(chunk [, chunkname [, mode [, env]]]): text only, the app's env by default */
 static int l_load(lua_State *L) {
 	int n = lua_gettop(L);
@@ -414,6 +436,7 @@ static int build(lua_State *L) {
 	copy_fields(L, G, store, base);
 	wrap_global(L, store, "setmetatable", l_setmetatable);
 	wrap_global(L, store, "load", l_load);
+	wrap_global(L, store, "xpcall", l_xpcall);
 	lua_pushcfunction(L, l_tostring);
 	lua_setfield(L, store, "tostring");
 	lua_pushcfunction(L, l_print_stderr);

@@ -232,6 +232,7 @@ static json_t *out_label(lua_State *L, int idx, conv *c) {
 	}
 	if (t != LUA_TTABLE) return conv_fail(c, "%s must be a string or a table", "a label");
 	if (!lua_checkstack(L, 8)) return conv_fail(c, "%s: out of stack", "a label");
+	int base = lua_gettop(L);
 	json_t *top = NULL;
 	int src = idx;
 	if (rawfield(L, idx, "confidences") == LUA_TTABLE) src = lua_gettop(L);
@@ -270,7 +271,7 @@ static json_t *out_label(lua_State *L, int idx, conv *c) {
 		v[n++].score = sc;
 		if (!v[n - 1].label) ok = 0;
 	}
-	if (!ok) lua_settop(L, idx > lua_gettop(L) ? lua_gettop(L) : lua_gettop(L));
+	lua_settop(L, base); /* a failed lua_next walk leaves its key behind */
 	json_t *res = NULL;
 	if (ok) {
 		qsort(v, n, sizeof *v, conf_cmp);
@@ -1221,6 +1222,7 @@ static int run_call(ms_sdk *k, size_t epi, json_t *data, double timeout_s) {
 	k->in_call = 1;
 	s->trip_on_oom = 1;
 	s->running = co;
+	if (k->cancel_id == (sig_atomic_t)k->call_id) ms_lua_trip(s, MS_TRIP_CANCEL); /* cancelled early */
 	set_timer(timeout_s);
 	for (;;) {
 		int nres = 0;

@@ -26,6 +26,7 @@ typedef struct ms_sdk {
 	volatile sig_atomic_t in_call;
 	volatile sig_atomic_t writing;  /* a frame write is under way */
 	long long call_id;
+	volatile sig_atomic_t cancel_id; /* a cancel that came before its call started */
 	int next_req;
 	int broken;        /* the host stream is misaligned: exit after this call */
 	unsigned log_lines;

@@ -20,13 +20,21 @@ const ENC_ID = `${encodeURIComponent(OWNER)}/${encodeURIComponent(NAME)}`;
 const BASE = `${ROOT}/spaces/${ENC_ID}/`; // the app's Gradio root, same origin
 // One session per page load, random base-36 like @gradio/client: `state` components and the
 // chatbot's conversation live on the host under it.
-const SESSION = Math.random().toString(36).slice(2) + Math.random().toString(36).slice(2, 6);
+const newSession = () => Math.random().toString(36).slice(2) + Math.random().toString(36).slice(2, 6);
+let SESSION = newSession();
+let heartbeatAbort = null;
+// "Clear" on an endpoint with session state starts a new session: the host forgets the old
+// one (its heartbeat drops), so a chat really starts over.
+function restartSession() {
+  SESSION = newSession();
+  if (heartbeatAbort) heartbeatAbort.abort();
+}
 
 const main = document.getElementById("main");
 if (EMBED) document.body.classList.add("embed");
 
 let info = null;          // the last /api/spaces/OWNER/NAME answer
-let built = null;         // {stage, hasInterface} of what is on screen
+let built = null;         // {stage, sig} of what is on screen
 let pollTimer = null;
 
 // ---------------------------------------------------------------------------------------
@@ -144,14 +152,18 @@ function joinError(status, body) {
 async function heartbeat() {
   let delay = 1000;
   for (;;) {
+    heartbeatAbort = new AbortController();
     try {
-      const res = await fetch(`${BASE}gradio_api/heartbeat/${encodeURIComponent(SESSION)}`, { headers: authHeaders(), cache: "no-store" });
+      const res = await fetch(`${BASE}gradio_api/heartbeat/${encodeURIComponent(SESSION)}`,
+        { headers: authHeaders(), cache: "no-store", signal: heartbeatAbort.signal });
       if (res.status === 404 || res.status === 405) return; // host without heartbeats
       if (res.ok && res.body) {
         const r = res.body.getReader();
         while (!(await r.read()).done) delay = 1000;
       }
-    } catch (e) { /* reconnect below */ }
+    } catch (e) {
+      if (e.name === "AbortError") { delay = 1000; continue; } // a new session: reconnect at once
+    }
     await new Promise((r) => setTimeout(r, delay));
     delay = Math.min(delay * 2, 30000);
   }
@@ -191,6 +203,7 @@ function toast(text, level = "info") {
   if (!box) document.body.append(box = el("div.toasts", { role: "status", "aria-live": "polite" }));
   const t = el(`div.toast.toast-${level}`, text);
   box.append(t);
+  while (box.children.length > 4) box.firstChild.remove(); // a print flood stays readable
   setTimeout(() => t.remove(), level === "error" ? 8000 : 4000);
 }
 
@@ -240,6 +253,12 @@ function stagePanel(a) {
       el("h2", "⚠️ This app is not running"),
       el("p.error-box", { role: "alert" }, rt.errorMessage || stage.replace(/_/g, " ").toLowerCase()),
       logsBox(a.logs, true),
+      stage === "RUNTIME_ERROR" ? el("p", el("button.btn.primary#restart", {
+        onclick: async (ev) => {
+          ev.target.disabled = true;
+          try { await api(`/api/spaces/${ENC_ID}/restart`, { method: "POST" }); } catch (e) { ev.target.disabled = false; }
+        },
+      }, "Restart the app")) : null,
       el("p.muted.small", "The page checks again every few seconds; fix the app on disk and it reloads by itself."));
   }
   const msg = stage === "BUILDING" ? "Building: fetching models and starting the app…"
@@ -257,7 +276,9 @@ function build(a) {
   if (!iface || !iface.endpoints || !iface.endpoints.length) {
     parts.push(stagePanel(a));
   } else {
-    if (iface.title || iface.description) {
+    // With several endpoints, titles and descriptions belong to each tab, not the page.
+    const perEndpoint = iface.endpoints.length > 1 && iface.endpoints.some((e) => e.title === iface.title);
+    if (!perEndpoint && (iface.title || iface.description)) {
       parts.push(el("section.iface-intro",
         iface.title ? el("h2", iface.title) : null,
         iface.description ? el("div.md", { innerHTML: renderMarkdown(iface.description) }) : null));
@@ -271,7 +292,7 @@ function build(a) {
   if (EMBED) parts.push(el("p.embed-foot.small", el("a", { href: `${ROOT}/spaces/${ENC_ID}`, target: "_blank", rel: "noopener" }, "Open in moonspace ↗")));
   main.replaceChildren(...parts);
   main.setAttribute("aria-busy", "false");
-  built = { stage, hasInterface: !!iface };
+  built = { stage, sig: pageSig(a) };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -312,6 +333,13 @@ function endpointView(a, ep, fnIndex) {
   // A chatbot that is both input and output is one view: the input takes the shown conversation.
   if (chatOut >= 0 && chatIn >= 0) inputs[chatIn].link(outputs[chatOut]);
   const chat = chatOut >= 0;
+  // Gradio apps return a value into an input (e.g. "" to empty the message box) by listing
+  // the same component as an output; here that is an output of the same type and label.
+  outputs.forEach((o) => {
+    if (o.type === "state" || o.type === "chatbot" || !o.props.label) return;
+    const twin = inputs.find((c) => c.type === o.type && c.label === o.props.label && !c.hidden);
+    if (twin) o.bind(twin);
+  });
 
   const errorBox = el("div.error-box", { role: "alert", hidden: true });
   const progress = el("div.progress", { hidden: true }, el("div.bar"), el("span.ptext"));
@@ -330,7 +358,7 @@ function endpointView(a, ep, fnIndex) {
 
   let examples = null;
   if (ep.examples && ep.examples.length) {
-    const vis = inputs.filter((c) => !NON_API.has(c.type));
+    const vis = inputs.filter((c) => !NON_API.has(c.type) && !c.hidden);
     examples = el("section.examples",
       el("h3", "Examples"),
       el("div.table-wrap", el("table",
@@ -341,11 +369,11 @@ function endpointView(a, ep, fnIndex) {
             tabindex: 0, title: "Click to fill the form",
             onclick: () => fill(pairs),
             onkeydown: (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); fill(pairs); } },
-          }, pairs.filter(([c]) => !NON_API.has(c.type)).map(([, v]) => el("td", exampleText(v))));
+          }, pairs.filter(([c]) => !NON_API.has(c.type) && !c.hidden).map(([, v]) => el("td", exampleText(v))));
         })))));
   }
   function fill(pairs) {
-    for (const [c, v] of pairs) if (!NON_API.has(c.type)) c.set(v);
+    for (const [c, v] of pairs) if (!NON_API.has(c.type) && v !== undefined) c.set(v);
     apiPanel && apiPanel.update();
     form.querySelector("input,textarea,select")?.focus({ preventScroll: true });
   }
@@ -360,6 +388,8 @@ function endpointView(a, ep, fnIndex) {
     if (run.eventId) queue.cancel(run.eventId, fnIndex);
   });
   clear.addEventListener("click", () => {
+    if (run) return;
+    if (inputs.some((c) => c.type === "state")) restartSession();
     inputs.forEach((c) => c.reset());
     outputs.forEach((o) => o.set(null));
     errorBox.hidden = true;
@@ -496,7 +526,9 @@ function endpointView(a, ep, fnIndex) {
     }
   }
 
+  const multi = ((a.interface && a.interface.endpoints) || []).length > 1;
   const view = el(`section.endpoint${chat ? ".chat-layout" : ""}`, { dataset: { api: ep.api_name }, role: "tabpanel" },
+    multi && ep.description ? el("div.md.ep-intro", { innerHTML: renderMarkdown(ep.description) }) : null,
     el("div.io", form, outBox),
     examples,
     apiPanel && apiPanel.node);
@@ -610,6 +642,9 @@ function lockScreen(message) {
   main.setAttribute("aria-busy", "false");
 }
 
+const pageSig = (a) => JSON.stringify([a.interface, a.cardData, a.readme_html]);
+const usesState = (i) => (i.endpoints || []).some((ep) => [...(ep.inputs || []), ...(ep.outputs || [])].some((c) => c && c.type === "state"));
+
 async function refresh(force) {
   clearTimeout(pollTimer);
   if (!route) {
@@ -643,7 +678,8 @@ async function refresh(force) {
   info = a;
   const stage = (a.runtime && a.runtime.stage) || "";
   // Rebuild only when what the page shows changes shape; keep the forms' values otherwise.
-  if (force || !built || built.stage !== stage || built.hasInterface !== !!a.interface) {
+  // (A changed interface, card or README means the app was edited on disk and reloaded.)
+  if (force || !built || built.stage !== stage || built.sig !== pageSig(a)) {
     if (!document.querySelector(".endpoint.busy")) build(a);
   } else {
     const s = document.getElementById("stats");
@@ -654,8 +690,10 @@ async function refresh(force) {
     if (logs && a.logs) logs.textContent = a.logs.join("\n");
     paintLike(a.likes, a.liked);
   }
-  if (a.interface && !heartbeat.started) { heartbeat.started = true; heartbeat(); }
-  if (!a.interface || stage !== "RUNNING") pollTimer = setTimeout(() => refresh(false), stage === "BUILDING" ? 1500 : 4000);
+  // Only apps with session state need the heartbeat (as Gradio's connect_heartbeat): each
+  // open stream holds one of the browser's six connections to this host.
+  if (a.interface && !heartbeat.started && usesState(a.interface)) { heartbeat.started = true; heartbeat(); }
+  pollTimer = setTimeout(() => refresh(false), stage === "BUILDING" ? 1500 : stage === "RUNNING" && a.interface ? 10000 : 4000);
 }
 
 refresh(true);

@@ -118,6 +118,7 @@ const ICONS = {
   moon: '<path d="M21 12.8A9 9 0 1 1 11.2 3a7 7 0 0 0 9.8 9.8z"/>',
   key: '<circle cx="7.5" cy="15.5" r="4.5"/><path d="M10.7 12.3 21 2M16 7l3 3M18.5 4.5l2 2"/>',
   user: '<circle cx="12" cy="8" r="4"/><path d="M4 21a8 8 0 0 1 16 0"/>',
+  pin: '<path d="M9 4h6l-1 6 4 3v2H6v-2l4-3z"/><path d="M12 15v6"/>',
   search: '<circle cx="11" cy="11" r="7"/><path d="m20 20-3.5-3.5"/>',
 };
 export function icon(name) {
@@ -148,8 +149,10 @@ export function themeToggle() {
 
 // ---- login ----------------------------------------------------------------------------
 /** Shows the token dialog; resolves true when a token was saved, false when dismissed. */
+let openDialog = null; // one dialog at a time, however many requests answered 401
 export function loginDialog(reason) {
-  return new Promise((resolve) => {
+  if (openDialog) return openDialog;
+  return (openDialog = new Promise((resolve) => {
     const input = el("input.input", { type: "password", placeholder: "paste your token", autocomplete: "off",
       "aria-label": "Access token", value: getToken() });
     const dlg = el("dialog.login",
@@ -166,12 +169,13 @@ export function loginDialog(reason) {
     dlg.addEventListener("close", () => {
       if (dlg.returnValue === "ok" && input.value.trim()) setToken(input.value);
       dlg.remove();
+      openDialog = null;
       resolve(dlg.returnValue === "ok" || dlg.returnValue === "signout");
     });
     document.body.append(dlg);
     dlg.showModal();
     input.focus();
-  });
+  }));
 }
 
 export function loginButton(onChange) {

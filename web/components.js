@@ -9,7 +9,7 @@ import { el, renderMarkdown } from "./common.js";
 let seq = 0;
 const uid = (t) => `c${++seq}-${t}`;
 
-const TYPE_ALIASES = { text: "textbox", textarea: "textbox", checkboxgroup: "dropdown", highlight: "highlightedtext" };
+const TYPE_ALIASES = { text: "textbox", textarea: "textbox", highlight: "highlightedtext" };
 const norm = (t) => TYPE_ALIASES[String(t || "").toLowerCase()] || String(t || "json").toLowerCase();
 
 /** choices may be strings or [label, value] pairs, as in Gradio. */
@@ -44,7 +44,7 @@ export function inputComponent(spec, param) {
 const INPUTS = {
   textbox(props, label) {
     const lines = Math.max(1, Number(props.lines) || 1);
-    const multi = lines > 1 || Number(props.max_lines) > 1 && lines > 1;
+    const multi = lines > 1;
     const ctl = multi
       ? el("textarea.input", { rows: Math.min(lines, 20), placeholder: props.placeholder || "" })
       : el("input.input", { type: props.type === "password" ? "password" : props.type === "email" ? "email" : "text", placeholder: props.placeholder || "" });
@@ -116,9 +116,9 @@ const INPUTS = {
     };
   },
 
-  dropdown(props, label, type) {
+  dropdown(props, label) {
     const choices = choicesOf(props);
-    const multi = !!props.multiselect || type === "checkboxgroup";
+    const multi = !!props.multiselect;
     if (multi) {
       const boxes = choices.map((c) => el("input", { type: "checkbox", value: String(c.label) }));
       const ctl = el("div.chips-select", { role: "group", "aria-label": label, id: uid("multi") },
@@ -173,24 +173,26 @@ const INPUTS = {
 
   // Held by the host per session; never shown, always sent as null (the host fills it in).
   state() {
-    return { node: el("span", { hidden: true }), get: () => null, set: () => {}, defaultValue: () => null };
+    return { node: el("span", { hidden: true }), hidden: true, get: () => null, set: () => {}, defaultValue: () => null };
   },
 
   // A chatbot as an input carries the conversation shown by its output twin.
   chatbot(props, label) {
     let linked = null, value = props.value ?? [];
     const node = el("div", { hidden: true });
-    return {
+    const c = {
       node,
       get: () => (linked ? linked.get() : value) ?? [],
       set: (v) => { value = v ?? []; if (linked) linked.set(value); },
       defaultValue: () => props.value ?? [],
-      link: (out) => { linked = out; },
+      link: (out) => { linked = out; c.hidden = true; },
     };
+    return c;
   },
 
   markdown(props, label) { return INPUTS.textbox({ ...props, lines: 4 }, label); },
 };
+INPUTS.checkboxgroup = (props, label) => INPUTS.dropdown({ ...props, multiselect: true }, label);
 INPUTS.label = INPUTS.json;
 INPUTS.highlightedtext = INPUTS.json;
 
@@ -208,10 +210,14 @@ export function outputComponent(spec) {
   o.node = type === "state" ? el("span", { hidden: true }) : el(`div.field.output.out-${type}`, { dataset: { type } },
     props.show_label === false ? null : el("div.field-label", label), body);
   o.pending ||= () => {};
-  let current = null;
+  o.props = props;
+  let current = null, boundTo = null;
   const set = o.set;
+  // A bound output shows its final value in its input twin and has no view of its own.
+  o.bind = (input) => { boundTo = input; o.node.hidden = true; };
   o.set = (v, partial) => {
     current = v;
+    if (boundTo) { if (!partial && v !== undefined) boundTo.set(v); return; }
     o.node.classList.toggle("streaming", !!partial);
     o.node.classList.toggle("is-empty", v == null);
     set(v, partial);
@@ -341,7 +347,7 @@ OUTPUTS.checkbox = (props, body) => {
   body.append(d);
   return { set: (v) => { d.textContent = v == null ? "" : v ? "✔ true" : "✘ false"; } };
 };
-OUTPUTS.dropdown = OUTPUTS.radio = (props, body) => {
+OUTPUTS.dropdown = OUTPUTS.radio = OUTPUTS.checkboxgroup = (props, body) => {
   const d = el("div.out-text");
   body.append(d);
   return { set: (v) => { d.textContent = v == null ? "" : Array.isArray(v) ? v.join(", ") : typeof v === "object" ? jsonText(v) : String(v); } };

@@ -3,8 +3,16 @@
 // delete; path is a list of keys and indices, [] meaning the whole value. This follows
 // @gradio/client's utils/stream.ts, so a host that streams diffs renders the same here.
 
+const ACTIONS = new Set(["replace", "append", "add", "delete"]);
+
+/** True when x has the shape of an edit list; anything else is a full value. */
+export function isEditList(x) {
+  return Array.isArray(x) && x.every((e) => Array.isArray(e) && ACTIONS.has(e[0]) && Array.isArray(e[1]));
+}
+
 export function applyDiff(value, edits) {
-  if (!Array.isArray(edits)) return edits; // not a diff: a full value
+  // A host may also send full values in every message (both clients accept that).
+  if (!isEditList(edits)) return edits;
   for (const e of edits) {
     if (!Array.isArray(e) || e.length < 2) continue;
     value = applyEdit(value, e[1] || [], e[0], e[2]);

@@ -2,7 +2,7 @@
 // client (search over id, title, description and tags; one tag at a time), so typing is
 // instant. The search and tag live in the URL (?q=&tag=) so that a filtered view can be shared.
 import {
-  ROOT, api, el, gradient, stageBadge, isErrorStage, themeToggle, loginButton, loginDialog,
+  ROOT, api, el, icon, gradient, stageBadge, isErrorStage, themeToggle, loginButton, loginDialog,
   siteHeader, fmtCount, timeAgo,
 } from "./common.js";
 
@@ -51,7 +51,7 @@ function renderCard(a) {
       msg && (isErrorStage(stage) || stage === "BUILDING") ? el("p.card-error", msg) : null,
     ),
     el("div.card-foot",
-      el("span.card-id", c.pinned ? "📌 " : "", a.id),
+      el("span.card-id", c.pinned ? el("span.pin", { title: "Pinned" }, icon("pin")) : null, a.id),
       a.lastModified ? el("span.card-time", timeAgo(a.lastModified)) : null,
     ),
     tagsOf(a).length ? el("div.card-tags", tagsOf(a).slice(0, 4).map((t) => el("span.chip", t))) : null,
@@ -127,6 +127,11 @@ document.addEventListener("keydown", (e) => {
   if (e.key === "/" && !/INPUT|TEXTAREA|SELECT/.test(document.activeElement.tagName)) { e.preventDefault(); $("q").focus(); }
   if (e.key === "Escape" && document.activeElement === $("q")) { $("q").value = ""; state.q = ""; syncUrl(); render(); }
 });
-// Refresh statuses now and then (apps build, crash and come back) while the tab is visible.
-setInterval(() => { if (!document.hidden) load(); }, 15000);
-load();
+// Refresh statuses now and then (apps build, crash and come back) while the tab is visible;
+// often while an app is building, so its download progress moves.
+async function poll() {
+  if (!document.hidden) await load();
+  const building = state.apps.some((a) => a.runtime && a.runtime.stage === "BUILDING");
+  setTimeout(poll, building ? 2000 : 15000);
+}
+poll();

@@ -163,22 +163,24 @@ static long status_kb(const char *key) {
 static int count_gen(void *ud, int32_t id) { return 0; }
 
 int main(int argc, char **argv) {
-	const char *shape_list = "15M,110M", *thread_list = "1,2", *dir = "/tmp/moonspace-bench";
-	int n_prompt = 128, n_gen = 128;
+	const char *shape_list = "15M,110M", *thread_list = "1,2", *dir = "/tmp/moonspace-bench", *streams = "1,4,16";
+	int n_prompt = 128, n_gen = 128, q8 = 0;
 	for (int i = 1; i + 1 < argc; i += 2) {
 		if (!strcmp(argv[i], "--shapes")) shape_list = argv[i + 1];
 		else if (!strcmp(argv[i], "--threads")) thread_list = argv[i + 1];
 		else if (!strcmp(argv[i], "--prompt")) n_prompt = atoi(argv[i + 1]);
 		else if (!strcmp(argv[i], "--gen")) n_gen = atoi(argv[i + 1]);
 		else if (!strcmp(argv[i], "--dir")) dir = argv[i + 1];
+		else if (!strcmp(argv[i], "--streams")) streams = argv[i + 1];
+		else if (!strcmp(argv[i], "--q8")) q8 = atoi(argv[i + 1]);
 		else {
-			fprintf(stderr, "usage: %s [--shapes 15M,110M,1.1B] [--threads 1,2] [--prompt N] [--gen N] [--dir D]\n", argv[0]);
+			fprintf(stderr, "usage: %s [--shapes 15M,110M,1.1B] [--threads 1,2] [--prompt N] [--gen N] [--dir D] [--streams 1,4,16] [--q8 0|1]\n", argv[0]);
 			return 2;
 		}
 	}
 	if (n_prompt < 1) n_prompt = 1;
 	mkdir(dir, 0755);
-	printf("kernels: %s\n", ms_kernels_avx2() ? "AVX2/FMA" : "portable");
+	printf("kernels: %s, weights: %s\n", ms_kernels_avx2() ? "AVX2/FMA" : "portable", q8 ? "8-bit (per-32 scales)" : "F32");
 	double bw[3] = {0};
 	for (const char *t = thread_list; *t; t = strchr(t, ',') ? strchr(t, ',') + 1 : "") {
 		int th = atoi(t);
@@ -200,12 +202,12 @@ int main(int argc, char **argv) {
 		/* weight bytes read per generated token: every matrix, the head, not the embedding table */
 		int kv = s->dim / s->heads * s->kv_heads;
 		double per_layer = (double)s->dim * s->dim * 2 + 2.0 * kv * s->dim + 3.0 * s->hidden * s->dim;
-		double bytes_tok = 4.0 * (per_layer * s->layers + (double)s->vocab * s->dim);
+		double bytes_tok = (q8 ? 34.0 / 32.0 : 4.0) * (per_layer * s->layers + (double)s->vocab * s->dim);
 		for (const char *t = thread_list; *t; t = strchr(t, ',') ? strchr(t, ',') + 1 : "") {
 			int th = atoi(t);
 			ms_model *m;
 			char err[512];
-			ms_model_opts mo = {th};
+			ms_model_opts mo = {.n_threads = th, .q8 = q8};
 			if (ms_model_load(d, &mo, &m, err, sizeof err) != 0) {
 				fprintf(stderr, "%s\n", err);
 				return 1;
@@ -225,6 +227,35 @@ int main(int argc, char **argv) {
 			       bound > 0 ? 100.0 * gps / bound : 0.0, status_kb("VmRSS:") / 1024.0);
 			fflush(stdout);
 			free(prompt);
+			/* batched: S concurrent streams stepped together (the model worker's path) */
+			for (const char *sp = streams; *sp && th == atoi(thread_list + strlen(thread_list) - 1);
+			     sp = strchr(sp, ',') ? strchr(sp, ',') + 1 : "") {
+				int S = atoi(sp);
+				if (S < 1 || S > 256) continue;
+				ms_gen **g = calloc((size_t)S, sizeof *g);
+				int32_t p8[8];
+				for (int k = 0; k < S; k++) {
+					for (int i = 0; i < 8; i++) p8[i] = 1 + (int32_t)(((k + 1) * 131u + i * 7919u) % (unsigned)(s->vocab - 1));
+					ms_gen_new(m, p8, 8, &o, NULL, NULL, NULL, &g[k]);
+					ms_gen_prefill(g[k]);
+				}
+				double t0 = ms_now_ms();
+				size_t toks = 0;
+				for (;;) {
+					int live = 0;
+					for (int k = 0; k < S; k++) live += !ms_gen_done(g[k]);
+					if (!live) break;
+					ms_gen_step_batch(g, (size_t)S, NULL);
+				}
+				double ms = ms_now_ms() - t0;
+				for (int k = 0; k < S; k++) {
+					toks += ms_gen_stats_of(g[k])->gen_tokens - 1; /* the first came from the prefill */
+					ms_gen_free(g[k]);
+				}
+				free(g);
+				printf("%-6s %3d   %2d streams: %8.1f tok/s aggregate\n", s->name, th, S, toks * 1000.0 / ms);
+				fflush(stdout);
+			}
 			ms_model_free(m);
 		}
 	}

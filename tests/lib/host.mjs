@@ -1,7 +1,8 @@
 // tests/lib/host.mjs: start a real moonspace host on an ephemeral loopback port for a test,
 // and report results as the runner counts them (PASS / FAIL / SKIP lines).
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync, mkdirSync, writeFileSync, cpSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -9,6 +10,7 @@ import { fileURLToPath } from "node:url";
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 export const BIN = process.env.MS_BIN || join(ROOT, "bin");
 export const CI = process.env.CI === "true";
+export const FIXTURES = process.env.MOONSPACE_FIXTURES || join(ROOT, "../shared/fixtures");
 
 export function tempDir(prefix = "ms-test-") {
   return mkdtempSync(join(tmpdir(), prefix));
@@ -184,4 +186,39 @@ export function assert(cond, message) {
 export function assertEq(actual, expected, message = "") {
   const a = JSON.stringify(actual), e = JSON.stringify(expected);
   if (a !== e) throw new Error(`${message} expected ${e.slice(0, 400)}, got ${a.slice(0, 400)}`);
+}
+
+// A Hugging Face cache (the layout huggingface_hub writes) holding fixture checkpoints under
+// the repo ids given: { "org/name": "models/stories260K" } or, to combine fixture folders
+// and add files, { "org/name": { dirs: ["models/x", "tokenizers/y"], files: { name: text } } }.
+// Files are symlinks into the fixtures (a later folder wins). Returns the cache directory
+// (use as HF_HUB_CACHE).
+export function fixtureHubCache(repos) {
+  const cache = tempDir("ms-hub-");
+  for (const [id, spec] of Object.entries(repos)) {
+    const dirs = typeof spec === "string" ? [spec] : spec.dirs;
+    const files = (typeof spec === "object" && spec.files) || {};
+    const commit = createHash("sha1").update(id + JSON.stringify(spec)).digest("hex");
+    const repo = join(cache, "models--" + id.replace("/", "--"));
+    const snap = join(repo, "snapshots", commit);
+    mkdirSync(snap, { recursive: true });
+    mkdirSync(join(repo, "refs"), { recursive: true });
+    writeFileSync(join(repo, "refs", "main"), commit);
+    for (const rel of dirs) {
+      const src = join(FIXTURES, rel);
+      if (!existsSync(src)) {
+        if (CI) throw new Error(`fixture ${src} missing (CI=true)`);
+        throw skip(`fixture ${src} missing`);
+      }
+      for (const f of readdirSync(src)) {
+        rmSync(join(snap, f), { force: true });
+        symlinkSync(join(src, f), join(snap, f));
+      }
+    }
+    for (const [name, text] of Object.entries(files)) {
+      rmSync(join(snap, name), { force: true });
+      writeFileSync(join(snap, name), text);
+    }
+  }
+  return cache;
 }

@@ -59,3 +59,208 @@ TEST(hello_app) {
 	CHECK_JSON((json_object_get(d, "data")), "[\"Hello, Lua!!\"]");
 	wk_free(&w);
 }
+
+TEST(component_formats) {
+	wk w;
+	start_ok(&w,
+		 "app.interface{ fn = function(n) return 'x', n + 0.5, true, 'B', {cat = 0.75, dog = 0.25},\n"
+		 "  {a = {1, 2}, b = 'c'}, '# hi', {{'Paris', 'LOC'}, {' is ', nil}, {token = 'big', class_or_confidence = 0.5}},\n"
+		 "  {{role = 'user', content = 'hi'}, {'q', 'a'}}, {'x','y'}, 7 end,\n"
+		 "  inputs = {'number'},\n"
+		 "  outputs = {'text', 'number', 'checkbox', ui.radio{choices = {'A','B'}}, 'label', 'json', 'markdown',\n"
+		 "    'highlightedtext', 'chatbot', ui.dropdown{multiselect = true, choices = {'x','y'}}, ui.number{} } }\n");
+	json_t *d = wk_call(&w, 1, "predict", json_pack("[i]", 2), 5, NULL);
+	CHECK_MSG(!strcmp(wk_type(d), "done"), "%s", dump(d));
+	CHECK_JSON(json_object_get(d, "data"),
+		   "[\"x\",2.5,true,\"B\",{\"label\":\"cat\",\"confidences\":[{\"label\":\"cat\",\"confidence\":0.75},{\"label\":\"dog\",\"confidence\":0.25}]},"
+		   "{\"a\":[1,2],\"b\":\"c\"},\"# hi\",[{\"token\":\"Paris\",\"class_or_confidence\":\"LOC\"},{\"token\":\" is \",\"class_or_confidence\":null},"
+		   "{\"token\":\"big\",\"class_or_confidence\":0.5}],[{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"user\",\"content\":\"q\"},"
+		   "{\"role\":\"assistant\",\"content\":\"a\"}],[\"x\",\"y\"],7]");
+	wk_free(&w);
+}
+
+TEST(output_validation) {
+	wk w;
+	start_ok(&w, "app.interface{ fn = function(x) if x == 'n' then return {} elseif x == 'c' then return 'yes' "
+		     "else local t = {} t.self = t return t end end, inputs = 'text', outputs = {'number'} }\n"
+		     "app.interface{ api_name = 'cyc', fn = function() local t = {} t.self = t return t end, outputs = 'json' }\n");
+	json_t *d = wk_call(&w, 1, "predict", json_pack("[s]", "n"), 5, NULL);
+	CHECK_STR(wk_type(d), "error");
+	CHECK_STR(json_string_value(json_object_get(d, "kind")), "output");
+	d = wk_call(&w, 2, "cyc", json_pack("[]"), 5, NULL);
+	CHECK_STR(wk_type(d), "error");
+	CHECK_STR(json_string_value(json_object_get(d, "kind")), "output");
+	d = wk_call(&w, 3, "nope", json_pack("[]"), 5, NULL);
+	CHECK_STR(wk_type(d), "error");
+	wk_free(&w);
+}
+
+TEST(streaming_yields) {
+	wk w;
+	json_t *r = start_ok(&w, "app.interface{ fn = function(n) local s = '' for i = 1, n do s = s .. i coroutine.yield(s, i) end return s .. '!', n end,\n"
+				 " inputs = 'number', outputs = {'text', 'number'} }\n");
+	CHECK(json_is_true(json_object_get(json_array_get(json_object_get(r, "endpoints"), 0), "stream")));
+	json_t *all;
+	json_t *d = wk_call(&w, 1, "predict", json_pack("[i]", 3), 5, &all);
+	CHECK_STR(wk_type(d), "done");
+	CHECK_INT(json_array_size(all), 4);
+	CHECK_JSON(json_object_get(json_array_get(all, 0), "data"), "[\"1\",1]");
+	CHECK_JSON(json_object_get(json_array_get(all, 2), "data"), "[\"123\",3]");
+	CHECK_JSON(json_object_get(d, "data"), "[\"123!\",3]");
+	wk_free(&w);
+}
+
+TEST(errors_logs_progress) {
+	wk w;
+	start_ok(&w, "app.interface{ fn = function(x) print('hello', 1, {}) progress(0.5) progress(3, 10, 'steps')\n"
+		     " if x == 'bad' then error('That name is not allowed') end return x:upper() end, inputs = 'text', outputs = 'text' }\n");
+	json_t *all;
+	json_t *d = wk_call(&w, 1, "predict", json_pack("[s]", "bad"), 5, &all);
+	CHECK_STR(wk_type(d), "error");
+	CHECK_STR(json_string_value(json_object_get(d, "kind")), "app");
+	CHECK_STR(json_string_value(json_object_get(d, "message")), "That name is not allowed");
+	json_t *log = json_array_get(all, 0);
+	CHECK_STR(wk_type(log), "log");
+	CHECK_STR(json_string_value(json_object_get(log, "line")), "hello\t1\ttable: #1");
+	CHECK_STR(wk_type(json_array_get(all, 1)), "progress");
+	CHECK_NEAR(json_number_value(json_object_get(json_array_get(all, 1), "progress")), 0.5, 1e-9);
+	d = wk_call(&w, 2, "predict", json_pack("[s]", "ok"), 5, NULL);
+	CHECK_JSON(json_object_get(d, "data"), "[\"OK\"]");
+	wk_free(&w);
+	/* a load error is an init_error naming the place */
+	json_t *r = start(&w, "local x = = 1", 64, 5, NULL);
+	CHECK_STR(wk_type(r), "init_error");
+	CHECK(strstr(json_string_value(json_object_get(r, "message")), "app.lua:1:") != NULL);
+	wk_free(&w);
+}
+
+TEST(state_per_session) {
+	wk w;
+	start_ok(&w, "app.interface{ fn = function(msg, history) history = history or {} history[#history + 1] = {role = 'user', content = msg}\n"
+		     " history[#history + 1] = {role = 'assistant', content = 'echo ' .. msg} return history, history end,\n"
+		     " inputs = {'text', ui.state{value = {}}}, outputs = {'chatbot', 'state'} }\n");
+	json_t *d = wk_call(&w, 1, "predict", json_pack("[s,n]", "hi"), 5, NULL);
+	CHECK_STR(wk_type(d), "done");
+	json_t *st = json_array_get(json_object_get(d, "data"), 1);
+	CHECK_INT(json_array_size(st), 2);
+	d = wk_call(&w, 2, "predict", json_pack("[s,O]", "again", st), 5, NULL);
+	CHECK_INT(json_array_size(json_array_get(json_object_get(d, "data"), 0)), 4);
+	CHECK_STR(json_string_value(json_object_get(json_array_get(json_array_get(json_object_get(d, "data"), 0), 3), "content")), "echo again");
+	wk_free(&w);
+}
+
+TEST(globals_allowlist) {
+	wk w;
+	start_ok(&w, "app.interface{ fn = function() local k = {} for n in pairs(_G) do k[#k + 1] = n end table.sort(k)\n"
+		     " local o = {} for n in pairs(os) do o[#o + 1] = n end table.sort(o)\n"
+		     " return table.concat(k, ','), table.concat(o, ','), string.dump == nil, tostring(print):match('0x') == nil end,\n"
+		     " outputs = {'text', 'text', 'checkbox', 'checkbox'} }\n");
+	json_t *d = wk_call(&w, 1, "predict", json_pack("[]"), 5, NULL);
+	CHECK_JSON(json_object_get(d, "data"),
+		   "[\"_G,_VERSION,app,assert,collectgarbage,coroutine,error,getmetatable,ipairs,load,math,model,next,os,pairs,pcall,"
+		   "print,progress,rawequal,rawget,rawlen,rawset,require,select,setmetatable,space,string,table,tonumber,tostring,type,ui,utf8,xpcall\","
+		   "\"clock,date,time\",true,true]");
+	wk_free(&w);
+}
+
+TEST(tampering_is_refused_and_invisible) {
+	wk w;
+	start_ok(&w, "local n = 0\n"
+		     "app.interface{ fn = function(x) n = n + 1 local fails = 0\n"
+		     " for _, f in ipairs{function() string.upper = nil end, function() rawset(string, 'upper', nil) end,\n"
+		     "   function() getmetatable('').__index = {} end, function() print = nil end, function() _G.string = {} end,\n"
+		     "   function() rawset(_G, 'tostring', nil) end, function() table.insert = nil end,\n"
+		     "   function() setmetatable({}, {__gc = function() end}) end, function() collectgarbage('stop') end,\n"
+		     "   function() return string.format('%p', {}) end, function() load(string.dump(print)) end } do\n"
+		     "   if not pcall(f) then fails = fails + 1 end end\n"
+		     " return ('abc'):upper() .. string.upper('d') .. fails .. n end, inputs = 'text', outputs = 'text' }\n");
+	json_t *d = wk_call(&w, 1, "predict", json_pack("[s]", "x"), 5, NULL);
+	CHECK_JSON(json_object_get(d, "data"), "[\"ABCD111\"]");
+	d = wk_call(&w, 2, "predict", json_pack("[s]", "x"), 5, NULL);
+	CHECK_JSON(json_object_get(d, "data"), "[\"ABCD112\"]");
+	wk_free(&w);
+}
+
+TEST(require_own_modules) {
+	wk w;
+	snprintf(bin, sizeof bin, "%s/moonspace-appworker", test_bin_dir());
+	CHECK(wk_spawn(&w, bin) == 0);
+	json_t *r = wk_init(&w, json_pack("{s:s,s:s}", "app.lua",
+		"local u = require('lib.util') app.interface{ fn = function(x) return u.twice(x), (pcall(require, 'io')) end, inputs = 'text', outputs = {'text', 'checkbox'} }",
+		"lib/util.lua", "return { twice = function(s) return s .. s end }"), 64, 5, NULL);
+	CHECK_STR(wk_type(r), "ready");
+	json_t *d = wk_call(&w, 1, "predict", json_pack("[s]", "ab"), 5, NULL);
+	CHECK_JSON(json_object_get(d, "data"), "[\"abab\",false]");
+	wk_free(&w);
+}
+
+TEST(model_calls_through_the_host) {
+	wk w;
+	json_t *r = start(&w, "local m = model('org/tiny')\n"
+			      "app.interface{ fn = function(p) local out = {} for piece in m:generate(p, {max_new_tokens = 4}) do out[#out + 1] = piece coroutine.yield(table.concat(out)) end\n"
+			      " local c = m:classify('x') return table.concat(out) .. '|' .. c[1].label .. '|' .. tostring(pcall(model, 'org/other')) end,\n"
+			      " inputs = 'text', outputs = 'text' }\n", 64, 5, json_pack("[s]", "org/tiny@abc123"));
+	CHECK_STR(wk_type(r), "ready");
+	CHECK(wk_send(&w, json_pack("{s:s,s:i,s:s,s:[s],s:s,s:i}", "t", "call", "id", 7, "api_name", "predict", "data", "Once", "session", "s", "seed", 1)) == 0);
+	json_t *m = wk_recv(&w, 5);
+	CHECK_STR(wk_type(m), "model");
+	CHECK_STR(json_string_value(json_object_get(m, "op")), "generate");
+	CHECK_STR(json_string_value(json_object_get(json_object_get(m, "args"), "prompt")), "Once");
+	CHECK_INT(json_integer_value(json_object_get(json_object_get(m, "args"), "max_new_tokens")), 4);
+	int req = (int)json_integer_value(json_object_get(m, "req"));
+	wk_send(&w, json_pack("{s:s,s:i,s:s}", "t", "model_piece", "req", req, "text", "Once"));
+	wk_send(&w, json_pack("{s:s,s:i,s:s}", "t", "model_piece", "req", req, "text", " upon"));
+	wk_send(&w, json_pack("{s:s,s:i,s:s}", "t", "model_result", "req", req, "result", "Once upon"));
+	CHECK_STR(wk_type(wk_recv(&w, 5)), "yield");
+	CHECK_STR(wk_type(wk_recv(&w, 5)), "yield");
+	m = wk_recv(&w, 5);
+	CHECK_STR(json_string_value(json_object_get(m, "op")), "classify");
+	req = (int)json_integer_value(json_object_get(m, "req"));
+	wk_send(&w, json_pack("{s:s,s:i,s:[{s:s,s:f}]}", "t", "model_result", "req", req, "result", "label", "POSITIVE", "score", 0.9));
+	m = wk_recv(&w, 5);
+	CHECK_STR(wk_type(m), "done");
+	CHECK_JSON(json_object_get(m, "data"), "[\"Once upon|POSITIVE|false\"]");
+	wk_free(&w);
+}
+
+TEST(cancel_by_sigqueue) {
+	wk w;
+	start_ok(&w, "app.interface{ fn = function() while true do pcall(function() while true do end end) end end, outputs = 'text' }\n");
+	CHECK(wk_send(&w, json_pack("{s:s,s:i,s:s,s:[],s:s,s:i}", "t", "call", "id", 9, "api_name", "predict", "data", "session", "s", "seed", 1)) == 0);
+	usleep(100000);
+	union sigval v = {.sival_int = 9};
+	CHECK(sigqueue(w.pid, SIGUSR2, v) == 0);
+	double t0 = wk_now();
+	json_t *m = wk_recv(&w, 3);
+	CHECK(m != NULL);
+	CHECK_STR(wk_type(m), "error");
+	CHECK_STR(json_string_value(json_object_get(m, "kind")), "cancelled");
+	CHECK(wk_now() - t0 < 2.0); /* prompt (the hook), with slack for a loaded machine */
+	json_t *d = wk_call(&w, 10, "predict", json_pack("[]"), 0.5, NULL); /* still serving (and times out again) */
+	(void)d;
+	wk_free(&w);
+}
+
+TEST(cancel_before_the_call_starts) {
+	wk w;
+	start_ok(&w, "app.interface{ fn = function() return 'ran' end, outputs = 'text' }\n");
+	union sigval v = {.sival_int = 4};
+	CHECK(sigqueue(w.pid, SIGUSR2, v) == 0);
+	usleep(50000);
+	json_t *d = wk_call(&w, 4, "predict", json_pack("[]"), 5, NULL);
+	CHECK_STR(json_string_value(json_object_get(d, "kind")), "cancelled");
+	d = wk_call(&w, 5, "predict", json_pack("[]"), 5, NULL);
+	CHECK_JSON(json_object_get(d, "data"), "[\"ran\"]");
+	wk_free(&w);
+}
+
+TEST(outputs_read_raw) {
+	wk w;
+	start_ok(&w, "app.interface{ fn = function() local bad = function() error('boom') end\n"
+		     " return setmetatable({a = 1, b = {2, 3}}, {__index = bad, __pairs = bad, __len = bad, __tostring = bad}) end,\n"
+		     " outputs = 'json' }\n");
+	json_t *d = wk_call(&w, 1, "predict", json_pack("[]"), 5, NULL);
+	CHECK_STR(wk_type(d), "done");
+	CHECK_JSON(json_object_get(d, "data"), "[{\"a\":1,\"b\":[2,3]}]");
+	wk_free(&w);
+}

@@ -7,8 +7,11 @@
  *   /stream?n=N&ms=M     chunked: N pieces "piece I\n", one every M ms
  *   /sse?n=N&ms=M&hb=H   SSE: N events every M ms (then stays open if n<0), heartbeat H ms
  *   /hold                never answers (until the client leaves)
+ *   /late?ms=N           like /delay but without ms_http_on_close: a client that leaves
+ *                        first leaves an orphan that the late respond must free
  *   /stats               {"closes":C,"inflight":I,"done":D}: on_close calls so far
  *   /big?n=N             N bytes of 'x'
+ *   /drain               ms_http_server_stop_accepting(), then 200
  */
 #ifndef HTTP_TESTSRV_H
 #define HTTP_TESTSRV_H
@@ -115,6 +118,11 @@ static void testsrv_handler(ms_http_req *req, void *ud) {
 		ms_http_respond_json(req, 200, b);
 		return;
 	}
+	if (strcmp(p, "/drain") == 0) {
+		ms_http_server_stop_accepting(ts->srv);
+		ms_http_respond(req, 200, "text/plain", "draining", 8);
+		return;
+	}
 	if (strcmp(p, "/hold") == 0) {
 		ms_http_on_close(req, hold_on_close, ts);
 		return;
@@ -127,7 +135,8 @@ static void testsrv_handler(ms_http_req *req, void *ud) {
 		free(b);
 		return;
 	}
-	int kind = strcmp(p, "/delay") == 0 ? 0 : strcmp(p, "/stream") == 0 ? 1 : strcmp(p, "/sse") == 0 ? 2 : -1;
+	int late = strcmp(p, "/late") == 0;
+	int kind = strcmp(p, "/delay") == 0 || late ? 0 : strcmp(p, "/stream") == 0 ? 1 : strcmp(p, "/sse") == 0 ? 2 : -1;
 	if (kind < 0) {
 		ms_http_respond_error(req, 404, "not_found", "no route %s", p);
 		return;
@@ -138,7 +147,7 @@ static void testsrv_handler(ms_http_req *req, void *ud) {
 	j->kind = kind;
 	uv_timer_init(ts->loop, &j->timer);
 	j->timer.data = j;
-	ms_http_on_close(req, tjob_on_close, j);
+	if (!late) ms_http_on_close(req, tjob_on_close, j);
 	if (kind == 0) {
 		j->every = q_int(req, "ms", 100);
 		uv_timer_start(&j->timer, tjob_tick, (uint64_t)j->every, 0);

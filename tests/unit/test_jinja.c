@@ -138,7 +138,9 @@ TEST(arithmetic) {
 	CHECK_RENDER("{{ 7 // 2 }} {{ -7 // 2 }} {{ 7 % 3 }} {{ -7 % 3 }} {{ 2 ** 10 }} {{ 2 * 3 + 1 }} {{ 2 * (3 + 1) }}", NULL,
 	             "3 -4 1 2 1024 7 8");
 	CHECK_RENDER("{{ 1 + 2.5 }} {{ -x }} {{ 10 - 2 - 3 }}", "{\"x\": 4}", "3.5 -4 5");
-	CHECK_RENDER("{{ 'ab' * 3 }}", NULL, "ababab");
+	CHECK_RENDER("{{ 'ab' * 3 }} {{ [1] * 2 }} {{ 'x' * true }}", NULL, "ababab [1, 1] x");
+	CHECK_RENDER("{{ '%s has %d items (%r)' % ('list', 3, 'q') }} {{ '%s%%' % 50 }}", NULL, "list has 3 items ('q') 50%");
+	CHECK_RENDER("{{ true is number }} {{ true is integer }} {{ 3.0 is odd }} {{ -3 is odd }}", NULL, "True False True True");
 	CHECK_RENDER("{{ [1] + [2] }}", NULL, "[1, 2]");
 	CHECK_FAILS("{{ 1 // 0 }}", NULL, MS_EFORMAT);
 	CHECK_FAILS("{{ 1 % 0 }}", NULL, MS_EFORMAT);
@@ -268,6 +270,8 @@ TEST(filters) {
 	             "{\"ms\": [{\"tool\": true}, {}, {}]}", "2 ");
 	CHECK_RENDER("{{ ['a', 'b'] | map('upper') | join }} {{ [3, 1, 2] | sort }} {{ [1, 2] | reverse | list }}", NULL, "AB [1, 2, 3] [2, 1]");
 	CHECK_FAILS("{{ 1 | no_such_filter }}", NULL, MS_EFORMAT);
+	/* Jinja's title filter differs from str.title(): words start only after - ( { [ < or space */
+	CHECK_RENDER("{{ \"it's x-ray [ok]\" | title }} {{ \"it's\".title() }}", NULL, "It's X-Ray [Ok] It'S");
 }
 
 TEST(tojson) {

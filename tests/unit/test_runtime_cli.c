@@ -233,3 +233,64 @@ TEST(modeldir_hub_cache) {
 	CHECK(strstr(o, "\"label\""));
 	free(o);
 }
+
+/* Text generation with GPT-2's byte-level tokenizer: tiny-gpt2-f16 paired with
+ * tokenizers/gpt2 in a scratch checkpoint dir. Every streamed piece is whole UTF-8, and the
+ * pieces join to transformers' decoded continuation (one ends in a partial byte: U+FFFD). */
+#include "runtime/model.h"
+#include <utf8proc.h>
+
+static int collect(void *ud, const char *text, size_t len) {
+	ms_buf *b = ud;
+	utf8proc_int32_t cp;
+	for (size_t i = 0; i < len;) {
+		utf8proc_ssize_t n = utf8proc_iterate((const utf8proc_uint8_t *)text + i, (utf8proc_ssize_t)(len - i), &cp);
+		CHECK_MSG(n > 0, "piece splits a UTF-8 character at byte %zu", i);
+		i += (size_t)n;
+	}
+	CHECK(ms_buf_append(b, text, len) == 0);
+	ms_buf_puts(b, "\x01"); /* piece boundary marker, stripped below */
+	return 0;
+}
+
+TEST(generate_text_gpt2_streaming) {
+	const char *mdir = fixture_path("models/tiny-gpt2-f16");
+	char mabs[4096], tabs[4096];
+	CHECK(realpath(mdir, mabs));
+	CHECK(realpath(fixture_path("tokenizers/gpt2"), tabs));
+	char tmp[] = "/tmp/ms-gpt2-XXXXXX", cmd[16384];
+	CHECK(mkdtemp(tmp));
+	snprintf(cmd, sizeof cmd, "ln -s %s/config.json %s/model.safetensors %s/tokenizer.json %s/tokenizer_config.json %s/",
+		 mabs, mabs, tabs, tabs, tmp);
+	CHECK_INT(system(cmd), 0);
+	json_t *ref = load_json("models/tiny-gpt2-f16/reference.json");
+	ms_model *m;
+	char err[512];
+	int rc = ms_model_load(tmp, NULL, &m, err, sizeof err);
+	snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
+	CHECK_MSG(rc == 0, "%s", err);
+	CHECK(ms_model_tokenizer(m));
+	json_t *prompts = json_object_get(ref, "prompts");
+	for (size_t i = 0; i < json_array_size(prompts); i++) {
+		json_t *p = json_array_get(prompts, i);
+		ms_gen_opts o;
+		ms_gen_opts_init(&o);
+		o.temperature = 0, o.max_new_tokens = 16, o.stop_on_eos = 0;
+		ms_buf b;
+		ms_buf_init(&b);
+		ms_gen_stats st;
+		CHECK_INT(ms_model_generate(m, json_string_value(json_object_get(p, "text")), &o, collect, &b, &st, err, sizeof err), 0);
+		CHECK_INT(st.prompt_tokens, json_array_size(json_object_get(p, "input_ids")));
+		CHECK_INT(st.gen_tokens, 16);
+		CHECK(b.len > 0);
+		size_t w = 0;
+		for (size_t k = 0; k < b.len; k++)
+			if (b.data[k] != '\x01') b.data[w++] = b.data[k];
+		b.data[w] = 0;
+		CHECK_STR(b.data, json_string_value(json_object_get(json_object_get(p, "greedy"), "new_text_decoded")));
+		ms_buf_free(&b);
+	}
+	ms_model_free(m);
+	json_decref(ref);
+	CHECK_INT(system(cmd), 0);
+}

@@ -16,14 +16,16 @@ static json_t *load_json(const char *rel) {
 	return j;
 }
 
-static ms_model *load_model(const char *rel, int threads) {
+static ms_model *load_model_q(const char *rel, int threads, int q8) {
 	char err[512] = "";
 	ms_model *m = NULL;
-	ms_model_opts o = {threads};
+	ms_model_opts o = {.n_threads = threads, .q8 = q8};
 	int rc = ms_model_load(fixture_path(rel), &o, &m, err, sizeof err);
 	CHECK_MSG(rc == 0, "load %s: %s (%s)", rel, err, ms_strerror(rc));
 	return m;
 }
+
+static ms_model *load_model(const char *rel, int threads) { return load_model_q(rel, threads, 0); }
 
 static int32_t *ids_of(json_t *arr, size_t *n) {
 	*n = json_array_size(arr);
@@ -323,14 +325,14 @@ TEST(cancel_stops_generation) {
 	CHECK_INT(st.stopped, 3);
 	free(out);
 	/* a set flag stops a forward pass before its first layer */
-	ms_session *s;
-	CHECK_INT(ms_session_new(m, 16, &s), 0);
+	ms_seq *s;
+	CHECK_INT(ms_seq_new(m, 16, &s), 0);
 	float logits[512];
-	CHECK_INT(ms_session_forward(s, &bos, 1, logits, NULL, &cancel_flag), MS_ECANCELED);
+	CHECK_INT(ms_seq_forward(s, &bos, 1, logits, NULL, &cancel_flag), MS_ECANCELED);
 	atomic_store(&cancel_flag, 0);
-	ms_session_reset(s);
-	CHECK_INT(ms_session_forward(s, &bos, 1, logits, NULL, &cancel_flag), 0);
-	ms_session_free(s);
+	ms_seq_reset(s);
+	CHECK_INT(ms_seq_forward(s, &bos, 1, logits, NULL, &cancel_flag), 0);
+	ms_seq_free(s);
 	ms_model_free(m);
 }
 
@@ -364,8 +366,8 @@ TEST(sampling_seeded_reproducible) {
 
 TEST(wrong_family_calls_rejected) {
 	ms_model *m = load_model("models/tiny-random-bert", 1);
-	ms_session *s;
-	CHECK_INT(ms_session_new(m, 8, &s), MS_EUNSUPPORTED);
+	ms_seq *s;
+	CHECK_INT(ms_seq_new(m, 8, &s), MS_EUNSUPPORTED);
 	ms_label_score *ls;
 	size_t nl;
 	int32_t ids[] = {101, 102};
@@ -396,29 +398,29 @@ static void batch_matches_single(const char *dir, int threads) {
 		memcpy(want[s], out, sizeof want[s]);
 		free(out);
 	}
-	ms_session *sess[3];
+	ms_seq *sess[3];
 	int32_t next[3];
 	float *lg = malloc(3 * (size_t)vocab * sizeof *lg), *single = malloc((size_t)vocab * sizeof *single);
 	for (int s = 0; s < 3; s++) {
-		CHECK_INT(ms_session_new(m, 64, &sess[s]), 0);
-		CHECK_INT(ms_session_forward(sess[s], prompts[s], plen[s], lg, NULL, NULL), 0);
+		CHECK_INT(ms_seq_new(m, 64, &sess[s]), 0);
+		CHECK_INT(ms_seq_forward(sess[s], prompts[s], plen[s], lg, NULL, NULL), 0);
 		next[s] = 0;
 		for (int v = 1; v < vocab; v++) if (lg[v] > lg[next[s]]) next[s] = v;
 	}
 	for (int step = 0; step < STEPS; step++) {
 		for (int s = 0; s < 3; s++) CHECK_INT(next[s], want[s][step]);
-		CHECK_INT(ms_session_step_batch(sess, next, 3, lg, NULL), 0);
+		CHECK_INT(ms_seq_step_batch(sess, next, 3, lg, NULL), 0);
 		for (int s = 0; s < 3; s++) {
 			int best = 0;
 			for (int v = 1; v < vocab; v++) if (lg[s * vocab + v] > lg[s * vocab + best]) best = v;
 			next[s] = best;
-			CHECK_INT(ms_session_pos(sess[s]), (int)plen[s] + step + 1);
+			CHECK_INT(ms_seq_pos(sess[s]), (int)plen[s] + step + 1);
 		}
 	}
 	/* a session must not appear twice in one step */
-	ms_session *dup[2] = {sess[0], sess[0]};
-	CHECK_INT(ms_session_step_batch(dup, next, 2, lg, NULL), MS_EINVAL);
-	for (int s = 0; s < 3; s++) ms_session_free(sess[s]);
+	ms_seq *dup[2] = {sess[0], sess[0]};
+	CHECK_INT(ms_seq_step_batch(dup, next, 2, lg, NULL), MS_EINVAL);
+	for (int s = 0; s < 3; s++) ms_seq_free(sess[s]);
 	free(lg);
 	free(single);
 	ms_model_free(m);
@@ -426,3 +428,104 @@ static void batch_matches_single(const char *dir, int threads) {
 
 TEST(batched_steps_match_single_llama) { batch_matches_single("models/stories260K", 2); }
 TEST(batched_steps_match_single_gpt2) { batch_matches_single("models/tiny-random-gpt2", 1); }
+
+/* Real gpt2 files store keys without the "transformer." prefix and carry attn.bias /
+ * attn.masked_bias buffers: rewrite tiny-random-gpt2 that way and expect the same logits. */
+#include "runtime/safetensors.h"
+
+static void put_entry(ms_buf *h, const char *name, const char *dtype, const int64_t *shape, int ndim, size_t *off,
+		      size_t bytes) {
+	ms_buf_printf(h, "%s\"%s\":{\"dtype\":\"%s\",\"shape\":[", h->len > 1 ? "," : "", name, dtype);
+	for (int i = 0; i < ndim; i++) ms_buf_printf(h, "%s%lld", i ? "," : "", (long long)shape[i]);
+	ms_buf_printf(h, "],\"data_offsets\":[%zu,%zu]}", *off, *off + bytes);
+	*off += bytes;
+}
+
+TEST(gpt2_unprefixed_keys_with_bias_buffers) {
+	ms_st st;
+	char err[512];
+	CHECK_INT(ms_st_open(&st, fixture_path("models/tiny-random-gpt2"), err, sizeof err), 0);
+	char tmp[] = "/tmp/ms-gpt2raw-XXXXXX";
+	CHECK(mkdtemp(tmp));
+	ms_buf h, data;
+	ms_buf_init(&h);
+	ms_buf_init(&data);
+	ms_buf_puts(&h, "{");
+	size_t off = 0;
+	for (size_t i = 0; i < st.n_tensors; i++) {
+		const ms_st_tensor *t = &st.tensors[i];
+		const char *name = strncmp(t->name, "transformer.", 12) == 0 ? t->name + 12 : t->name;
+		put_entry(&h, name, "F32", t->shape, t->ndim, &off, t->nbytes);
+		ms_buf_append(&data, t->data, t->nbytes);
+		if (strstr(name, ".attn.c_attn.weight")) { /* the causal-mask buffers */
+			char bn[128];
+			int layer = atoi(name + 2);
+			int64_t shp[4] = {1, 1, 8, 8};
+			float ones[64];
+			for (int k = 0; k < 64; k++) ones[k] = 1.0f;
+			snprintf(bn, sizeof bn, "h.%d.attn.bias", layer);
+			put_entry(&h, bn, "F32", shp, 4, &off, sizeof ones);
+			ms_buf_append(&data, ones, sizeof ones);
+			snprintf(bn, sizeof bn, "h.%d.attn.masked_bias", layer);
+			put_entry(&h, bn, "F32", shp, 0, &off, 4);
+			ms_buf_append(&data, ones, 4);
+		}
+	}
+	ms_buf_puts(&h, "}");
+	while (h.len % 8) ms_buf_puts(&h, " ");
+	char path[512];
+	snprintf(path, sizeof path, "%s/model.safetensors", tmp);
+	FILE *f = fopen(path, "wb");
+	CHECK(f);
+	uint8_t len8[8];
+	for (int i = 0; i < 8; i++) len8[i] = (uint8_t)((uint64_t)h.len >> (8 * i));
+	CHECK(fwrite(len8, 1, 8, f) == 8 && fwrite(h.data, 1, h.len, f) == h.len && fwrite(data.data, 1, data.len, f) == data.len);
+	fclose(f);
+	ms_st_close(&st);
+	char cmd[8192];
+	snprintf(cmd, sizeof cmd, "cp %s/config.json %s/", fixture_path("models/tiny-random-gpt2"), tmp);
+	CHECK_INT(system(cmd), 0);
+	ms_model *m;
+	int rc = ms_model_load(tmp, NULL, &m, err, sizeof err);
+	snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
+	CHECK_INT(system(cmd), 0);
+	CHECK_MSG(rc == 0, "%s", err);
+	json_t *ref = load_json("models/tiny-random-gpt2/reference_logits.json");
+	json_t *c = json_object_get(json_object_get(ref, "cases"), "1,2,3,5,8");
+	int32_t ids[] = {1, 2, 3, 5, 8};
+	check_all_logits(m, ids, 5, json_object_get(c, "logits_all_positions"), 1e-4);
+	ms_model_free(m);
+	json_decref(ref);
+	ms_buf_free(&h);
+	ms_buf_free(&data);
+}
+
+/* 8-bit weights: close to the F32 reference (an approximation, so a looser bound), and a
+ * real speed path, so the same greedy text on a pretrained model for a while. */
+TEST(q8_weights_close_to_f32) {
+	json_t *ref = load_json("models/stories260K/reference_logits.json");
+	ms_model *m = load_model_q("models/stories260K", 2, 1);
+	size_t n;
+	int32_t *ids = ids_of(json_object_get(ref, "input_ids"), &n);
+	float *lg = malloc(n * 512 * sizeof *lg);
+	CHECK_INT(ms_model_logits(m, ids, n, lg), 0);
+	json_t *all = json_object_get(ref, "logits_all_positions");
+	double worst = 0;
+	for (size_t p = 0; p < n; p++) {
+		worst = fmax(worst, max_diff(lg + p * 512, json_array_get(all, p), 512));
+		/* the F32 argmax stays the argmax */
+		json_t *row = json_array_get(all, p);
+		int best = 0;
+		for (int v = 1; v < 512; v++)
+			if (json_number_value(json_array_get(row, v)) > json_number_value(json_array_get(row, best))) best = v;
+		int mine = 0;
+		for (int v = 1; v < 512; v++)
+			if (lg[p * 512 + v] > lg[p * 512 + mine]) mine = v;
+		CHECK_INT(mine, best);
+	}
+	CHECK_MSG(worst < 0.3 && worst > 0, "q8 max |logit diff| %g", worst);
+	free(lg);
+	free(ids);
+	ms_model_free(m);
+	json_decref(ref);
+}

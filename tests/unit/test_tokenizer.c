@@ -3,6 +3,7 @@
  * text, stories260K's own tokenizer), streaming decode, invalid UTF-8, speed, the CLI. */
 #include <fcntl.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdint.h>
 
 #include "runtime/tokenizer.h"
@@ -346,8 +347,9 @@ TEST(invalid_utf8_fuzz) {
 	ms_tokenizer_free(tok);
 }
 
-/* A long text must tokenize quickly: BPE merges through a heap, not a rescan per merge. */
-TEST(long_input_speed) {
+/* A long text tokenizes as the sum of its parts (its speed is a benchmark's business, not
+ * a test's: no timed assertions here). */
+TEST(long_input) {
 	json_t *j = load_json("tokenizer-tests/swift-transformers/llama_encoded.json");
 	const char *para = json_string_value(json_object_get(j, "text"));
 	ms_buf big;
@@ -358,17 +360,9 @@ TEST(long_input_speed) {
 		ms_tokenizer *tok = load(dirs[d]);
 		int32_t *ids, *one;
 		size_t n, n1;
-		double t0 = ms_now_ms();
 		CHECK_INT(ms_tokenizer_encode(tok, big.data, big.len, 0, &ids, &n), 0);
-		double ms = ms_now_ms() - t0;
 		CHECK_INT(ms_tokenizer_encode(tok, para, strlen(para), 0, &one, &n1), 0);
 		CHECK(n > 600 * n1 / 2);
-#ifdef MS_ASAN
-		double limit = 20000;
-#else
-		double limit = 2000;
-#endif
-		CHECK_MSG(ms < limit, "%s: %zu bytes took %.0f ms", dirs[d], big.len, ms);
 		free(ids), free(one);
 		ms_tokenizer_free(tok);
 	}
@@ -532,6 +526,43 @@ TEST(cli_tokenize) {
 	CHECK_INT(run_cli((char *[]){"moonspace", "tokenize", "--help", NULL}, out, sizeof out), 0);
 	CHECK(strstr(out, "usage: moonspace tokenize") != NULL);
 	CHECK(run_cli((char *[]){"moonspace", "tokenize", "/nonexistent", "x", NULL}, out, sizeof out) != 0);
+	CHECK_INT(run_cli((char *[]){"moonspace", "tokenize", bert, "--no-spec", "x", NULL}, out, sizeof out), 2);
+	CHECK_INT(run_cli((char *[]){"moonspace", "tokenize", bert, "--no-special", "--", "--help", NULL}, out, sizeof out), 0);
+	CHECK_STR(out, "[1011, 1011, 2393]\n");
+	/* a Hub repo id, resolved in a Hugging Face cache laid out as huggingface_hub does */
+	char hub[256], p[4600];
+	snprintf(hub, sizeof hub, "/tmp/ms-tok-hub-XXXXXX");
+	CHECK(mkdtemp(hub) != NULL);
+	const char *dirs[] = {"models--test-org--tok", "models--test-org--tok/refs", "models--test-org--tok/snapshots",
+			      "models--test-org--tok/snapshots/0123456789abcdef0123456789abcdef01234567"};
+	for (size_t i = 0; i < 4; i++) {
+		snprintf(p, sizeof p, "%s/%s", hub, dirs[i]);
+		CHECK(mkdir(p, 0755) == 0);
+	}
+	snprintf(p, sizeof p, "%s/models--test-org--tok/refs/main", hub);
+	FILE *f = fopen(p, "w");
+	CHECK(f != NULL);
+	fputs("0123456789abcdef0123456789abcdef01234567", f);
+	fclose(f);
+	char target[4300], abs[PATH_MAX];
+	CHECK(realpath(llama, abs) != NULL); /* the fixtures path may be relative */
+	snprintf(target, sizeof target, "%s/tokenizer.json", abs);
+	snprintf(p, sizeof p, "%s/models--test-org--tok/snapshots/0123456789abcdef0123456789abcdef01234567/tokenizer.json", hub);
+	CHECK(symlink(target, p) == 0);
+	setenv("HF_HUB_CACHE", hub, 1);
+	int rc = run_cli((char *[]){"moonspace", "tokenize", "test-org/tok", "hello world", NULL}, out, sizeof out);
+	unlink(p);
+	const char *rm[] = {"models--test-org--tok/refs/main", "models--test-org--tok/snapshots/0123456789abcdef0123456789abcdef01234567",
+			    "models--test-org--tok/snapshots", "models--test-org--tok/refs", "models--test-org--tok", ""};
+	for (size_t i = 0; i < 6; i++) {
+		snprintf(p, sizeof p, "%s/%s", hub, rm[i]);
+		if (i == 0) unlink(p);
+		else rmdir(p);
+	}
+	CHECK_INT(rc, 0);
+	/* no tokenizer_config.json here: the template's BOS still applies */
+	CHECK_STR(out, "[1, 22172, 3186]\n");
+	CHECK(run_cli((char *[]){"moonspace", "tokenize", "test-org/missing", "x", NULL}, out, sizeof out) != 0);
 	CHECK(run_cli((char *[]){"moonspace", "tokenize", bert, "--decode", "[1, \"x\"]", NULL}, out, sizeof out) != 0);
 }
 
@@ -625,8 +656,8 @@ TEST(load_mutated_files) {
 	mutate_loads(rich_json, strlen(rich_json), 4242);
 }
 
-/* Thousands of added tokens (Whisper has ~1600) must not make matching slow. */
-TEST(many_added_tokens_speed) {
+/* Thousands of added tokens (Whisper has ~1600) all match, longest first. */
+TEST(many_added_tokens) {
 	ms_buf j;
 	ms_buf_init(&j);
 	ms_buf_puts(&j, "{\"added_tokens\":[");
@@ -641,17 +672,10 @@ TEST(many_added_tokens_speed) {
 	while (text.len < 300000) ms_buf_puts(&text, "a <<|a <|12.34|>a|> <|29.99|><|0.00|> ");
 	int32_t *ids;
 	size_t n;
-	double t0 = ms_now_ms();
 	CHECK_INT(ms_tokenizer_encode(tok, text.data, text.len, 0, &ids, &n), 0);
-	double ms = ms_now_ms() - t0;
 	/* "a" "<<|a" (unknown) "<|12.34|>" "a|>" (unknown) "<|29.99|>" "<|0.00|>" */
 	int32_t want[] = {1, 0, 100 + 1234, 0, 100 + 2999, 100, 1};
 	CHECK_MSG(n > 7 && memcmp(ids, want, sizeof want) == 0, "[%.200s]", fmt_ids(ids, n));
-#ifdef MS_ASAN
-	CHECK_MSG(ms < 10000, "%.0f ms", ms);
-#else
-	CHECK_MSG(ms < 1000, "%.0f ms", ms);
-#endif
 	free(ids);
 	ms_buf_free(&text);
 	ms_tokenizer_free(tok);
@@ -708,4 +732,27 @@ TEST(model_fixture_ids) {
 	model_refs("models/tiny-llama-gqa-sharded-f16/reference.json", "prompts", "models/tiny-llama-gqa-sharded-f16");
 	model_refs("models/tiny-gpt2-f16/reference.json", "prompts", "tokenizers/gpt2");
 	model_refs("models/tiny-random-bert/reference_outputs.json", "cases", "tokenizers/bert-base-uncased");
+}
+
+/* Unigram (Viterbi by piece scores, unknowns fused) behind a Precompiled charsmap: a
+ * hand-built darts-clone trie mapping "A" to "a". */
+TEST(unigram_precompiled) {
+	ms_tokenizer *tok = load_tmp(
+		"{\"added_tokens\":[{\"id\":0,\"content\":\"<unk>\",\"special\":true,\"normalized\":false}],"
+		"\"normalizer\":{\"type\":\"Precompiled\",\"precompiled_charsmap\":\"DAEAAAAEAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAABBCQAAAAAAAAAAAIBhAA==\"},"
+		"\"pre_tokenizer\":{\"type\":\"Metaspace\",\"replacement\":\"\\u2581\",\"prepend_scheme\":\"always\",\"split\":true},"
+		"\"decoder\":{\"type\":\"Metaspace\",\"replacement\":\"\\u2581\",\"prepend_scheme\":\"always\"},"
+		"\"model\":{\"type\":\"Unigram\",\"unk_id\":0,\"vocab\":[[\"<unk>\",0.0],[\"\\u2581\",-1.0],[\"\\u2581a\",-2.0],"
+		"[\"b\",-2.5],[\"ab\",-3.0],[\"\\u2581ab\",-6.0],[\"a\",-1.5],[\"c\",-4.0]]}}");
+	/* "Ab" -> "ab" -> "\u2581ab": best path \u2581 + ab (-4) over \u2581a + b (-4.5), \u2581ab (-6) */
+	CHECK_STR(enc_str(tok, "Ab", 0), "1,4");
+	/* unknown "xx" fuses into one <unk>; "cA" -> "ca" */
+	CHECK_STR(enc_str(tok, "Ab xx cA", 0), "1,4,1,0,1,7,6");
+	int32_t d[] = {1, 4, 2, 3};
+	char *s;
+	CHECK_INT(ms_tokenizer_decode(tok, d, 4, 0, &s), 0);
+	CHECK_STR(s, "ab ab");
+	free(s);
+	CHECK_INT(ms_tokenizer_vocab_size(tok), 8);
+	ms_tokenizer_free(tok);
 }

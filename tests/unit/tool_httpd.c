@@ -8,11 +8,13 @@
 
 #include "tests/unit/http_testsrv.h"
 
+static uv_signal_t sigs[2];
+
 static void on_signal(uv_signal_t *s, int signum) {
 	(void)signum;
 	testsrv *ts = s->data;
 	ms_http_server_close(ts->srv);
-	uv_close((uv_handle_t *)s, NULL);
+	for (int i = 0; i < 2; i++) uv_close((uv_handle_t *)&sigs[i], NULL);
 }
 
 int main(int argc, char **argv) {
@@ -41,7 +43,6 @@ int main(int argc, char **argv) {
 	}
 	printf("listening on %d\n", ms_http_server_port(ts.srv));
 	fflush(stdout);
-	uv_signal_t sigs[2];
 	int signums[2] = {SIGINT, SIGTERM};
 	for (int i = 0; i < 2; i++) {
 		uv_signal_init(loop, &sigs[i]);

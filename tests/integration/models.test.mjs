@@ -1,0 +1,118 @@
+// Apps calling models: the host relays model("org/name") calls from app workers to one
+// model worker per checkpoint (from the Hugging Face cache), streams pieces back, enforces
+// the card's allow-list, cancels with the call, and unloads idle models.
+import { readFileSync, rmSync } from "node:fs";
+import { FIXTURES, assert, assertEq, fixtureHubCache, readSSE, sleep, startHost, suite, tempDir, waitFor, writeApp } from "../lib/host.mjs";
+
+const s = suite("models");
+const post = (url, body) => fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+const run = async (host, id, api, data) => {
+  const r = await post(`${host.url}/spaces/${id}/gradio_api/run/${api}`, { data });
+  return { status: r.status, body: await r.json() };
+};
+
+s.test("generate streams pieces from the model into the app", async ({ host }) => {
+  const base = host.url + "/spaces/test/story/gradio_api/call/predict";
+  const { event_id } = await (await post(base, { data: ["Once upon a time", 40] })).json();
+  const events = await readSSE(await fetch(base + "/" + event_id));
+  const gen = events.filter((e) => e.event === "generating").map((e) => e.json[0]);
+  const done = events.at(-1);
+  assertEq(done.event, "complete", JSON.stringify(events.at(-1)));
+  assert(done.json[0].startsWith("Once upon a time, there was a little girl named Lily."), done.json[0]);
+  assert(gen.length >= 1, "pieces streamed");
+});
+
+s.test("greedy generation matches llama2.c through the whole stack", async ({ host }) => {
+  const r = await run(host, "test/story", "predict", ["Once upon a time", 60]);
+  assertEq(r.status, 200, JSON.stringify(r.body));
+  const expected = readFileSync(FIXTURES + "/models/stories260K/expected_t0_n64_prompt_once_upon_a_time.txt", "utf8").trimEnd();
+  assertEq(r.body.data[0], expected);
+});
+
+s.test("classify, embed and tokenize", async ({ host }) => {
+  const c = await run(host, "test/nlp", "classify", ["I love this!"]);
+  assertEq(c.status, 200, JSON.stringify(c.body));
+  const label = c.body.data[0];
+  assert(["NEGATIVE", "POSITIVE"].includes(label.label), JSON.stringify(label));
+  assertEq(label.confidences.length, 2);
+  const sum = label.confidences.reduce((a, x) => a + x.confidence, 0);
+  assert(Math.abs(sum - 1) < 1e-4, "probabilities sum to 1: " + sum);
+  const e = await run(host, "test/nlp", "embed", ["hello world"]);
+  const v = e.body.data[0];
+  assertEq(v.length, 16, "vector of the hidden size");
+  const norm = Math.sqrt(v.reduce((a, x) => a + x * x, 0));
+  assert(Math.abs(norm - 1) < 1e-4, "L2-normalised: " + norm);
+  const t = await run(host, "test/nlp", "tokenize", ["hello world"]);
+  assertEq(t.body.data[0], [101, 7592, 2088, 102]);
+});
+
+s.test("an undeclared model is refused with a message that says what to do", async ({ host }) => {
+  const r = await run(host, "test/sneaky", "predict", ["x"]);
+  assertEq(r.status, 500);
+  assert(/not declared|models/.test(r.body.error), r.body.error);
+});
+
+s.test("a model missing from the cache gives a clear error", async ({ host }) => {
+  const r = await run(host, "test/missing", "predict", ["x"]);
+  assertEq(r.status, 500);
+  assert(/not available/.test(r.body.error) && /nobody\/nothing/.test(r.body.error), r.body.error);
+});
+
+s.test("cancelling a call stops its generation", async ({ host }) => {
+  const base = host.url + "/spaces/test/story/gradio_api";
+  const session_hash = "c" + Date.now();
+  const { event_id } = await (await post(base + "/queue/join", { data: ["Once", 100000], fn_index: 0, session_hash })).json();
+  const stream = fetch(base + "/queue/data?session_hash=" + session_hash).then((r) =>
+    readSSE(r, { until: (ev) => ev.some((e) => e.json && e.json.msg === "close_stream"), timeoutMs: 20000 }));
+  await sleep(400);
+  await post(base + "/cancel", { event_id, session_hash, fn_index: 0 });
+  const events = await stream;
+  assert(events.some((e) => e.json.msg === "process_completed"), "completed");
+  const r = await run(host, "test/story", "predict", ["Once upon a time", 5]);
+  assertEq(r.status, 200, "the model still serves");
+});
+
+s.test("an idle model is unloaded and starts again on the next call", async ({ host }) => {
+  await run(host, "test/story", "predict", ["Once", 3]);
+  await waitFor(() => /unloaded after/.test(host.log()), 10000, "the unload");
+  const r = await run(host, "test/story", "predict", ["Once upon a time", 5]);
+  assertEq(r.status, 200);
+  assert(r.body.data[0].startsWith("Once upon a time,"), r.body.data[0]);
+});
+
+await s.run(async () => {
+  const cache = fixtureHubCache({
+    "nickypro/tinyllama-15M": "models/stories260K",
+    "distilbert/distilbert-base-uncased-finetuned-sst-2-english": "models/tiny-distilbert-cls",
+  });
+  const apps = tempDir("ms-apps-");
+  writeApp(apps, "test/story", { models: ["nickypro/tinyllama-15M"] }, {
+    "app.lua": `local m = model("nickypro/tinyllama-15M")
+app.interface{fn=function(prompt, n)
+  local out = prompt
+  for piece in m:generate(prompt, {max_new_tokens=n, temperature=0}) do out = out .. piece; coroutine.yield(out) end
+  return out end, inputs={"text", "number"}, outputs="text"}`,
+  });
+  writeApp(apps, "test/nlp", { models: ["distilbert/distilbert-base-uncased-finetuned-sst-2-english"] }, {
+    "app.lua": `local m = model("distilbert/distilbert-base-uncased-finetuned-sst-2-english")
+app.interface{api_name="classify", fn=function(t)
+  local r = m:classify(t)
+  local conf = {}
+  for i, x in ipairs(r) do conf[i] = {label = x.label, confidence = x.score} end
+  return {label = r[1].label, confidences = conf} end, inputs={"text"}, outputs="label"}
+app.interface{api_name="embed", fn=function(t) return m:embed(t) end, inputs={"text"}, outputs="json"}
+app.interface{api_name="tokenize", fn=function(t) return m:tokenize(t) end, inputs={"text"}, outputs="json"}`,
+  });
+  writeApp(apps, "test/sneaky", { models: [] }, {
+    "app.lua": `app.interface{fn=function(x) return model("nickypro/tinyllama-15M"):generate(x)() end, inputs={"text"}, outputs="text"}`,
+  });
+  writeApp(apps, "test/missing", { models: ["nobody/nothing"] }, {
+    "app.lua": `app.interface{fn=function(x) return model("nobody/nothing"):classify(x) end, inputs={"text"}, outputs="json"}`,
+  });
+  const host = await startHost({ apps: [apps], args: ["--model-idle", "2"], env: { HF_HUB_CACHE: cache } });
+  return { host, apps, cache };
+}, async ({ host, apps, cache }) => {
+  await host.stop();
+  rmSync(apps, { recursive: true, force: true });
+  rmSync(cache, { recursive: true, force: true });
+});

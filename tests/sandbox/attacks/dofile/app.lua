@@ -1,0 +1,8 @@
+-- attack: dofile
+app.interface{
+  fn = function(x)
+    return dofile('/etc/passwd')
+  end,
+  inputs = 'text',
+  outputs = 'text',
+}
