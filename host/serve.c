@@ -162,11 +162,11 @@ int ms_serve_main(int argc, char **argv) {
 	uv_run(h->loop, UV_RUN_DEFAULT);
 	ms_apps_flush_runs(h);
 	free_host_state(h);
-	ms_hub_mirror_free(h->mirror);
 	ms_models_free(h);
 	ms_apps_free(h);
 	uv_run(h->loop, UV_RUN_DEFAULT); /* the timers' close callbacks */
 	if (uv_loop_close(h->loop)) MS_WARN("serve", "some handles were still open at exit");
+	ms_hub_mirror_free(h->mirror);
 	ms_store_close(h->store);
 	MS_INFO("serve", "stopped cleanly");
 	free(h);
