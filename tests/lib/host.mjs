@@ -205,7 +205,7 @@ export function fixtureHubCache(repos) {
     mkdirSync(join(repo, "refs"), { recursive: true });
     writeFileSync(join(repo, "refs", "main"), commit);
     for (const rel of dirs) {
-      const src = join(FIXTURES, rel);
+      const src = resolve(FIXTURES, rel);
       if (!existsSync(src)) {
         if (CI) throw new Error(`fixture ${src} missing (CI=true)`);
         throw skip(`fixture ${src} missing`);
@@ -233,7 +233,7 @@ export function fixtureMirror(repos) {
     const dir = join(root, id);
     mkdirSync(dir, { recursive: true });
     for (const rel of dirs) {
-      const src = join(FIXTURES, rel);
+      const src = resolve(FIXTURES, rel);
       if (!existsSync(src)) {
         if (CI) throw new Error(`fixture ${src} missing (CI=true)`);
         throw skip(`fixture ${src} missing`);
