@@ -346,6 +346,18 @@ static void end_call(ms_call *c) {
 	free_call(h, c);
 }
 
+/* run/{api}: the one answer, if the client still waits for it (takes body). */
+static void run_answer(ms_call *c, int status, json_t *body) {
+	char *text = json_dumps(body, JSON_COMPACT);
+	json_decref(body);
+	if (c->run_req) {
+		ms_http_on_close(c->run_req, NULL, NULL);
+		ms_http_respond_json(c->run_req, status, text ? text : "{}");
+		c->run_req = NULL;
+	}
+	free(text);
+}
+
 void ms_call_completed(ms_call *c, const json_t *data) {
 	if (c->status == MS_CALL_DONE) return;
 	double dur = (double)(ms_now_ns() - (c->t_start ? c->t_start : c->t_join)) / 1e9;
@@ -357,16 +369,9 @@ void ms_call_completed(ms_call *c, const json_t *data) {
 		json_object_set_new(m, "title", json_null());
 		session_send(c->session, m);
 	}
-	if (c->mode == MS_CALL_RUN && c->run_req) {
-		json_t *body = json_pack("{s:O,s:b,s:f,s:o}", "data", data, "is_generating", 0, "duration", dur,
-					 "average_duration", c->app->avg_ms > 0 ? json_real(c->app->avg_ms / 1000.0) : json_null());
-		char *text = json_dumps(body, JSON_COMPACT);
-		json_decref(body);
-		ms_http_on_close(c->run_req, NULL, NULL);
-		ms_http_respond_json(c->run_req, 200, text ? text : "{}");
-		free(text);
-		c->run_req = NULL;
-	}
+	if (c->mode == MS_CALL_RUN)
+		run_answer(c, 200, json_pack("{s:O,s:b,s:f,s:o}", "data", data, "is_generating", 0, "duration", dur,
+					     "average_duration", c->app->avg_ms > 0 ? json_real(c->app->avg_ms / 1000.0) : json_null()));
 	end_call(c);
 }
 
@@ -385,15 +390,7 @@ void ms_call_failed(ms_call *c, const char *message) {
 							   "title", "Error"));
 		session_send(c->session, m);
 	}
-	if (c->mode == MS_CALL_RUN && c->run_req) {
-		json_t *body = json_pack("{s:s}", "error", message);
-		char *text = json_dumps(body, JSON_COMPACT);
-		json_decref(body);
-		ms_http_on_close(c->run_req, NULL, NULL);
-		ms_http_respond_json(c->run_req, 500, text ? text : "{}");
-		free(text);
-		c->run_req = NULL;
-	}
+	if (c->mode == MS_CALL_RUN) run_answer(c, 500, json_pack("{s:s}", "error", message));
 	end_call(c);
 }
 

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "runtime/modeldir.h"
 
@@ -57,4 +58,32 @@ void ms_cli_json_string(const char *s) {
 		else putchar(*p);
 	}
 	putchar('"');
+}
+
+int ms_cli_model_text_args(int argc, char **argv, const char *usage_text, const char **model, const char **text,
+			   long *threads) {
+	const char *pos[2] = {0};
+	int np = 0;
+	*model = *text = NULL;
+	*threads = 1;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+			fputs(usage_text, stdout);
+			return 0;
+		} else if (!strcmp(argv[i], "--threads")) {
+			if (ms_cli_int(argv[0], "--threads", i + 1 < argc ? argv[i + 1] : NULL, 1, 256, threads)) return 2;
+			i++;
+		} else if (np < 2) {
+			pos[np++] = argv[i];
+		} else {
+			np = 3;
+			break;
+		}
+	}
+	if (np != 2) {
+		fputs(usage_text, stderr);
+		return 2;
+	}
+	*model = pos[0], *text = pos[1];
+	return 0;
 }

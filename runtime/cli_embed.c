@@ -7,39 +7,20 @@
 #include "runtime/cli.h"
 #include "runtime/cli_common.h"
 
-static void usage(FILE *f) {
-	fprintf(f, "usage: moonspace embed MODEL TEXT [--threads N]\n"
-		   "  prints the sentence embedding of TEXT (mean pooling, L2-normalised) as a JSON array\n");
-}
+static const char usage_text[] = "usage: moonspace embed MODEL TEXT [--threads N]\n"
+		   "  prints the sentence embedding of TEXT (mean pooling, L2-normalised) as a JSON array\n";
 
 int ms_cli_embed(int argc, char **argv) {
-	const char *pos[2] = {0};
-	int np = 0;
-	long threads = 1;
-	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-			usage(stdout);
-			return 0;
-		} else if (!strcmp(argv[i], "--threads")) {
-			if (ms_cli_int("embed", "--threads", i + 1 < argc ? argv[i + 1] : NULL, 1, 256, &threads)) return 2;
-			i++;
-		} else if (np < 2) {
-			pos[np++] = argv[i];
-		} else {
-			usage(stderr);
-			return 2;
-		}
-	}
-	if (np != 2) {
-		usage(stderr);
-		return 2;
-	}
-	ms_model *m = ms_cli_load_model("embed", pos[0], (int)threads, 0);
+	const char *model, *text;
+	long threads;
+	int rc = ms_cli_model_text_args(argc, argv, usage_text, &model, &text, &threads);
+	if (rc || !model) return rc;
+	ms_model *m = ms_cli_load_model("embed", model, (int)threads, 0);
 	if (!m) return 1;
 	float *vec;
 	size_t dim;
 	char err[1024] = "";
-	int rc = ms_model_embed(m, pos[1], &vec, &dim, err, sizeof err);
+	rc = ms_model_embed(m, text, &vec, &dim, err, sizeof err);
 	if (rc != 0) {
 		fprintf(stderr, "moonspace embed: %s\n", err);
 	} else {

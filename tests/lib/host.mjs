@@ -188,37 +188,40 @@ export function assertEq(actual, expected, message = "") {
   if (a !== e) throw new Error(`${message} expected ${e.slice(0, 400)}, got ${a.slice(0, 400)}`);
 }
 
+// Fills dir with a repo's files: symlinks to the files of fixture folders (a later folder
+// wins) and files written from text. spec: "models/x", or { dirs: [...], files: { name: text } }.
+function layRepo(dir, spec) {
+  const dirs = typeof spec === "string" ? [spec] : spec.dirs;
+  const files = (typeof spec === "object" && spec.files) || {};
+  mkdirSync(dir, { recursive: true });
+  for (const rel of dirs) {
+    const src = resolve(FIXTURES, rel);
+    if (!existsSync(src)) {
+      if (CI) throw new Error(`fixture ${src} missing (CI=true)`);
+      throw skip(`fixture ${src} missing`);
+    }
+    for (const f of readdirSync(src)) {
+      rmSync(join(dir, f), { force: true });
+      symlinkSync(join(src, f), join(dir, f));
+    }
+  }
+  for (const [name, text] of Object.entries(files)) {
+    rmSync(join(dir, name), { force: true });
+    writeFileSync(join(dir, name), text);
+  }
+}
+
 // A Hugging Face cache (the layout huggingface_hub writes) holding fixture checkpoints under
-// the repo ids given: { "org/name": "models/stories260K" } or, to combine fixture folders
-// and add files, { "org/name": { dirs: ["models/x", "tokenizers/y"], files: { name: text } } }.
-// Files are symlinks into the fixtures (a later folder wins). Returns the cache directory
-// (use as HF_HUB_CACHE).
+// the repo ids given: { "org/name": spec } (see layRepo). Returns the cache directory (use
+// as HF_HUB_CACHE).
 export function fixtureHubCache(repos) {
   const cache = tempDir("ms-hub-");
   for (const [id, spec] of Object.entries(repos)) {
-    const dirs = typeof spec === "string" ? [spec] : spec.dirs;
-    const files = (typeof spec === "object" && spec.files) || {};
     const commit = createHash("sha1").update(id + JSON.stringify(spec)).digest("hex");
     const repo = join(cache, "models--" + id.replace("/", "--"));
-    const snap = join(repo, "snapshots", commit);
-    mkdirSync(snap, { recursive: true });
+    layRepo(join(repo, "snapshots", commit), spec);
     mkdirSync(join(repo, "refs"), { recursive: true });
     writeFileSync(join(repo, "refs", "main"), commit);
-    for (const rel of dirs) {
-      const src = resolve(FIXTURES, rel);
-      if (!existsSync(src)) {
-        if (CI) throw new Error(`fixture ${src} missing (CI=true)`);
-        throw skip(`fixture ${src} missing`);
-      }
-      for (const f of readdirSync(src)) {
-        rmSync(join(snap, f), { force: true });
-        symlinkSync(join(src, f), join(snap, f));
-      }
-    }
-    for (const [name, text] of Object.entries(files)) {
-      rmSync(join(snap, name), { force: true });
-      writeFileSync(join(snap, name), text);
-    }
   }
   return cache;
 }
@@ -227,26 +230,6 @@ export function fixtureHubCache(repos) {
 // holding fixture folders under the repo ids given (same spec as fixtureHubCache).
 export function fixtureMirror(repos) {
   const root = tempDir("ms-mirror-");
-  for (const [id, spec] of Object.entries(repos)) {
-    const dirs = typeof spec === "string" ? [spec] : spec.dirs;
-    const files = (typeof spec === "object" && spec.files) || {};
-    const dir = join(root, id);
-    mkdirSync(dir, { recursive: true });
-    for (const rel of dirs) {
-      const src = resolve(FIXTURES, rel);
-      if (!existsSync(src)) {
-        if (CI) throw new Error(`fixture ${src} missing (CI=true)`);
-        throw skip(`fixture ${src} missing`);
-      }
-      for (const f of readdirSync(src)) {
-        rmSync(join(dir, f), { force: true });
-        symlinkSync(join(src, f), join(dir, f));
-      }
-    }
-    for (const [name, text] of Object.entries(files)) {
-      rmSync(join(dir, name), { force: true });
-      writeFileSync(join(dir, name), text);
-    }
-  }
+  for (const [id, spec] of Object.entries(repos)) layRepo(join(root, id), spec);
   return root;
 }
