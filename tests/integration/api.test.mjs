@@ -218,6 +218,34 @@ s.test("apps added, changed and removed on disk are picked up without a restart"
   await waitFor(async () => (await fetch(host.url + "/api/spaces/live/reload")).status === 404, 10000, "removal");
 });
 
+s.test("a call in flight finishes on the old version while new calls get the new one", async ({ host, apps }) => {
+  const src = (tag) => `app.interface{fn=function(n) local stop = os.time() + n
+    while os.time() < stop do end return "${tag}" end, inputs={"number"}, outputs="text"}`;
+  writeApp(apps, "live/versions", { title: "Versions", concurrency: 2 }, { "app.lua": src("v1") });
+  const url = host.url + "/spaces/live/versions/gradio_api/run/predict";
+  await waitFor(async () => (await post(url, { data: [0] })).status === 200, 10000, "v1 running");
+  const inflight = post(url, { data: [2] }).then((r) => r.json());
+  await sleep(300);
+  writeFileSync(join(apps, "live/versions/app.lua"), src("v2"));
+  await waitFor(async () => (await (await post(url, { data: [0] })).json()).data?.[0] === "v2", 10000, "v2 serving");
+  assertEq((await inflight).data, ["v1"], "the call that started on v1 ends on v1");
+  rmSync(join(apps, "live/versions"), { recursive: true });
+});
+
+s.test("a client that goes away cancels its synchronous call", async ({ host }) => {
+  const ctl = new AbortController();
+  const url = host.url + "/spaces/test/slow/gradio_api/run/predict";
+  const p = fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ data: [30] }),
+    signal: ctl.signal }).catch(() => null);
+  await waitFor(async () => (await (await fetch(host.url + "/api/spaces/test/slow")).json()).queue.running === 1, 10000, "the call to run");
+  ctl.abort();
+  await p;
+  // the worker is freed long before the 30 s the call asked for
+  await waitFor(async () => (await (await fetch(host.url + "/api/spaces/test/slow")).json()).queue.running === 0, 8000,
+    "the abandoned call to stop");
+  assertEq((await (await post(url, { data: [0] })).json()).data, ["slept 0 s"]);
+});
+
 s.test("a worker crash fails only that call; the app and others keep serving", async ({ host }) => {
   const r = await post(host.url + "/spaces/test/slow/gradio_api/run/predict", { data: [-1] });
   const err = (await r.json()).error;
