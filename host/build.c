@@ -159,6 +159,16 @@ static int start_one(ms_app *app, const char *repo, const char *rev, char *files
 	return rc;
 }
 
+/* A repo that a preload_from_hub entry names: that entry's file list wins. */
+static int preloaded(const ms_appsrc *src, const char *repo) {
+	size_t n = strlen(repo);
+	for (size_t i = 0; i < src->card.npreload; i++) {
+		const char *e = src->card.preload_from_hub[i];
+		if (!strncmp(e, repo, n) && (e[n] == 0 || e[n] == ' ')) return 1;
+	}
+	return 0;
+}
+
 int ms_build_start(ms_app *app) {
 	ms_build_cancel(app);
 	free_fetches(app);
@@ -170,6 +180,7 @@ int ms_build_start(ms_app *app) {
 	for (size_t i = 0; i < src->card.nmodels && !rc; i++) {
 		files[0] = 0;
 		rc = ms_card_model_split(src->card.models[i], repo, sizeof repo, rev, sizeof rev);
+		if (!rc && preloaded(src, repo)) continue; /* preload_from_hub says which files */
 		if (!rc) rc = start_one(app, repo, rev, files);
 		if (rc) snprintf(err, sizeof err, "cannot fetch %s: %s", src->card.models[i], ms_strerror(rc));
 	}
