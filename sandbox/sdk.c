@@ -40,34 +40,47 @@ static int send_json(ms_sdk *k, json_t *msg) {
 	return rc;
 }
 
-/* Runs before every call, so it allocates nothing once the buffers have grown: the
- * messages are fixed ASCII (valid JSON strings as they are), only the id changes. */
-void ms_sdk_prepare_hard_stop(ms_sdk *k, long long id) {
-	static const char *const kinds[] = {"internal", "timeout", "cancelled", "memory"};
-	static const char *const msgs[] = {"stopped", "the call took longer than the app's time limit",
-					   "cancelled", "out of memory: the app went over its memory limit"};
-	for (int i = 0; i < 4; i++) {
-		char m[256];
-		int n = id < 0 ? snprintf(m, sizeof m, "{\"t\":\"init_error\",\"message\":\"app.lua: %s\"}", msgs[i])
-			       : snprintf(m, sizeof m, "{\"t\":\"error\",\"id\":%lld,\"kind\":\"%s\",\"message\":\"%s\"}",
-					  id, kinds[i], msgs[i]);
-		ms_buf_reset(&k->hard_frame[i]);
-		if (n > 0 && (size_t)n < sizeof m) ms_frame_encode(&k->hard_frame[i], m, (size_t)n);
-	}
+/* The frame a hard stop writes is put together in the signal handler itself, by hand
+ * (snprintf is not async-signal-safe), so the per-call preparation is only the id. */
+void ms_sdk_prepare_hard_stop(ms_sdk *k, long long id) { k->hard_id = id; }
+
+static size_t put(char *p, size_t at, size_t cap, const char *s) {
+	while (*s && at < cap) p[at++] = *s++;
+	return at;
 }
 
 void ms_sdk_hard_stop(ms_sdk *k) {
+	static const char *const kinds[] = {"internal", "timeout", "cancelled", "memory"};
+	static const char *const msgs[] = {"stopped", "the call took longer than the app's time limit",
+					   "cancelled", "out of memory: the app went over its memory limit"};
 	int kind = k->lua->tripped;
 	if (kind < 0 || kind > 3) kind = 0;
-	ms_buf *b = &k->hard_frame[kind];
-	if (!k->writing && b->len) {
-		const char *p = b->data;
-		size_t n = b->len;
-		while (n) {
-			ssize_t w = write(k->fd, p, n);
-			if (w <= 0) break;
-			p += w, n -= (size_t)w;
-		}
+	if (k->writing) return; /* a frame is half written: the host sees EOF instead */
+	char f[320];
+	size_t n = 4, cap = sizeof f;
+	long long id = k->hard_id;
+	if (id < 0) {
+		n = put(f, n, cap, "{\"t\":\"init_error\",\"message\":\"app.lua: ");
+	} else {
+		char digits[24];
+		int nd = 0;
+		unsigned long long u = (unsigned long long)id;
+		do digits[nd++] = (char)('0' + u % 10); while ((u /= 10) && nd < 23);
+		n = put(f, n, cap, "{\"t\":\"error\",\"id\":");
+		while (nd && n < cap) f[n++] = digits[--nd];
+		n = put(f, n, cap, ",\"kind\":\"");
+		n = put(f, n, cap, kinds[kind]);
+		n = put(f, n, cap, "\",\"message\":\"");
+	}
+	n = put(f, n, cap, msgs[kind]);
+	n = put(f, n, cap, "\"}");
+	size_t len = n - 4;
+	f[0] = (char)len, f[1] = (char)(len >> 8), f[2] = (char)(len >> 16), f[3] = (char)(len >> 24);
+	const char *p = f;
+	while (n) {
+		ssize_t w = write(k->fd, p, n);
+		if (w <= 0) break;
+		p += w, n -= (size_t)w;
 	}
 }
 
@@ -1015,7 +1028,6 @@ static int setup(lua_State *L) {
 
 int ms_sdk_init(ms_sdk *k, ms_lua *s, int fd, json_t *files, json_t *models, json_t *space) {
 	memset(k, 0, sizeof *k);
-	for (int i = 0; i < 4; i++) ms_buf_init(&k->hard_frame[i]);
 	ms_frame_reader_init(&k->in, 0);
 	ms_buf_init(&k->out);
 	k->lua = s, k->fd = fd, k->files = files;
@@ -1036,7 +1048,6 @@ int ms_sdk_init(ms_sdk *k, ms_lua *s, int fd, json_t *files, json_t *models, jso
 void ms_sdk_free(ms_sdk *k) {
 	json_decref(k->endpoints);
 	k->endpoints = NULL;
-	for (int i = 0; i < 4; i++) ms_buf_free(&k->hard_frame[i]);
 	ms_frame_reader_free(&k->in);
 	ms_buf_free(&k->out);
 }
@@ -1225,6 +1236,48 @@ int ms_sdk_alarm_due(void) {
 
 static void set_timer(double s) { ms_sdk_arm_timer(s); }
 
+static int dump_to_buf(const char *buf, size_t size, void *data) {
+	return ms_buf_append(data, buf, size) ? -1 : 0;
+}
+
+/* {"t":"done","id":N,"data":...} put together around the data (no wrapping object, no
+ * printf: this is every call's answer); takes the reference to data. */
+static int send_done(ms_sdk *k, json_t *data) {
+	ms_buf *b = &k->out;
+	char num[24];
+	int nd = 0;
+	unsigned long long u = (unsigned long long)(k->call_id < 0 ? -k->call_id : k->call_id);
+	do num[sizeof num - 1 - nd++] = (char)('0' + u % 10); while ((u /= 10) && nd < 22);
+	if (k->call_id < 0) num[sizeof num - 1 - nd++] = '-';
+	ms_buf_reset(b);
+	static const char head[] = "\0\0\0\0{\"t\":\"done\",\"id\":";
+	int rc = ms_buf_append(b, head, sizeof head - 1);
+	if (!rc) rc = ms_buf_append(b, num + sizeof num - nd, (size_t)nd);
+	if (!rc) rc = ms_buf_append(b, ",\"data\":", 8);
+	if (!rc && json_dump_callback(data, dump_to_buf, b, JSON_COMPACT | JSON_ENCODE_ANY)) rc = MS_ENOMEM;
+	if (!rc) rc = ms_buf_append(b, "}", 1);
+	json_decref(data);
+	if (rc) return rc;
+	size_t n = b->len - 4;
+	if (n > UINT32_MAX) return MS_ETOOBIG;
+	unsigned char *h = (unsigned char *)b->data;
+	h[0] = (unsigned char)n, h[1] = (unsigned char)(n >> 8), h[2] = (unsigned char)(n >> 16), h[3] = (unsigned char)(n >> 24);
+	k->writing = 1;
+	const char *p = b->data;
+	size_t left = b->len;
+	while (left) {
+		ssize_t w = write(k->fd, p, left);
+		if (w < 0 && errno == EINTR) continue;
+		if (w <= 0) {
+			rc = MS_ECLOSED;
+			break;
+		}
+		p += w, left -= (size_t)w;
+	}
+	k->writing = 0;
+	return rc;
+}
+
 static int send_error(ms_sdk *k, const char *kind, const char *msg) {
 	json_t *s = json_string(msg);
 	if (!s) s = json_sanitized(msg, strlen(msg));
@@ -1267,7 +1320,7 @@ static int run_call(ms_sdk *k, size_t epi, json_t *data, double timeout_s) {
 			}
 			if (st == LUA_OK) {
 				set_timer(0);
-				rc = send_json(k, json_pack("{s:s,s:I,s:o}", "t", "done", "id", (json_int_t)k->call_id, "data", out));
+				rc = send_done(k, out);
 				break;
 			}
 			json_decref(last);

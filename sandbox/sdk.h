@@ -32,7 +32,7 @@ typedef struct ms_sdk {
 	int broken;        /* the host stream is misaligned: exit after this call */
 	unsigned log_lines;
 	uint64_t last_progress_ns;
-	ms_buf hard_frame[4]; /* per MS_TRIP_*: the frame a hard stop writes (pre-encoded) */
+	volatile long long hard_id; /* the call a hard stop answers for (-1: init) */
 	ms_frame_reader in;   /* frames from the host (buffered: one read per frame or less) */
 	ms_buf out;           /* scratch for encoding frames to the host */
 } ms_sdk;
@@ -60,8 +60,8 @@ void ms_sdk_arm_timer(double seconds);
 int ms_sdk_alarm_due(void);
 /* Prepares the frames a hard stop writes for the current call (id) or for init (id < 0). */
 void ms_sdk_prepare_hard_stop(ms_sdk *k, long long id);
-/* From a signal handler: writes the pre-encoded frame for the trip kind unless a write is
- * under way. */
+/* From a signal handler (async-signal-safe, no allocation): writes the `error` (or
+ * `init_error`) frame for the trip kind unless a write is under way. */
 void ms_sdk_hard_stop(ms_sdk *k);
 
 #endif
