@@ -349,3 +349,30 @@ TEST(buffered_frames_stay_aligned) {
 	ms_buf_free(&b);
 	wk_free(&w);
 }
+
+/* The hard stop (no hook fires: C code backtracking) writes its frame from the signal
+ * handler, formatted by hand: it must be a well-formed frame with the call's id. */
+static const char backtrack[] = "local function slow() return (('a'):rep(28)):match(('a*'):rep(28) .. 'b') end\n";
+
+TEST(hard_stop_frames_are_well_formed) {
+	wk w;
+	char src[512];
+	snprintf(src, sizeof src, "%sapp.interface{ fn = function() slow() return 'no' end, outputs = 'text' }\n", backtrack);
+	json_t *r = start(&w, src, 64, 1, NULL);
+	CHECK_STR(wk_type(r), "ready");
+	json_t *d = wk_call(&w, 123456789012LL, "predict", json_pack("[]"), 5, NULL);
+	CHECK_MSG(d != NULL, "no answer (log %s)", w.log.data ? w.log.data : "");
+	CHECK_STR(wk_type(d), "error");
+	CHECK(json_integer_value(json_object_get(d, "id")) == 123456789012LL);
+	CHECK_STR(json_string_value(json_object_get(d, "kind")), "timeout");
+	CHECK_STR(json_string_value(json_object_get(d, "message")), "the call took longer than the app's time limit");
+	CHECK(wk_wait_exit(&w, 3));
+	CHECK(WIFEXITED(w.status) && WEXITSTATUS(w.status) == 3);
+	wk_free(&w);
+
+	snprintf(src, sizeof src, "%sslow()\n", backtrack); /* at load time: init_error */
+	r = start(&w, src, 64, 1, NULL);
+	CHECK_STR(wk_type(r), "init_error");
+	CHECK_STR(json_string_value(json_object_get(r, "message")), "app.lua: the call took longer than the app's time limit");
+	wk_free(&w);
+}
