@@ -28,6 +28,7 @@ static volatile sig_atomic_t g_loading;
  * within 0.5 s (C code such as pattern matching), answer from here and exit. */
 static void on_alarm(int sig) {
 	(void)sig;
+	if (!ms_sdk_alarm_due()) return; /* early: the lazily armed timer (re-armed) */
 	if (!g_sdk.in_call && !g_loading) return;
 	if (!g_lua.tripped) {
 		ms_lua_trip(&g_lua, MS_TRIP_TIMEOUT);
@@ -123,7 +124,7 @@ int main(int argc, char **argv) {
 
 	for (;;) {
 		json_t *msg = NULL;
-		rc = ms_frame_read_json_fd(fd, &msg, 0);
+		rc = ms_sdk_read(&g_sdk, &msg);
 		if (rc == MS_ECLOSED) break;
 		if (rc) return 2;
 		const char *t = json_string_value(json_object_get(msg, "t"));

@@ -133,3 +133,62 @@ int ms_frame_read_json_fd(int fd, json_t **msg, size_t max) {
 	ms_buf_free(&b);
 	return rc;
 }
+
+#define READ_CHUNK 65536
+
+int ms_frame_read_next(int fd, ms_frame_reader *r, const volatile sig_atomic_t *stop, const char **payload,
+		       size_t *len) {
+	for (;;) {
+		int rc = ms_frame_next(r, payload, len);
+		if (rc) return rc;
+		if (r->consumed) { /* drop what was handed out (the rest is a partial frame) */
+			ms_buf_consume(&r->buf, r->consumed);
+			r->consumed = 0;
+		}
+		size_t want = READ_CHUNK;
+		if (r->buf.len >= 4) { /* the header is known: room for the whole frame */
+			size_t total = 4 + (size_t)get_le32((const unsigned char *)r->buf.data);
+			if (total - r->buf.len > want) want = total - r->buf.len;
+		}
+		if (ms_buf_reserve(&r->buf, want)) return MS_ENOMEM;
+		ssize_t got = read(fd, r->buf.data + r->buf.len, r->buf.cap - r->buf.len - 1);
+		if (got == 0) return r->buf.len ? MS_EPROTO : MS_ECLOSED;
+		if (got < 0) {
+			if (errno != EINTR) return MS_EIO;
+			if (stop && *stop) return MS_ECANCELED;
+			continue;
+		}
+		r->buf.len += (size_t)got;
+		r->buf.data[r->buf.len] = 0;
+	}
+}
+
+int ms_frame_read_next_json(int fd, ms_frame_reader *r, const volatile sig_atomic_t *stop, json_t **msg) {
+	const char *p;
+	size_t n;
+	*msg = NULL;
+	int rc = ms_frame_read_next(fd, r, stop, &p, &n);
+	if (rc < 0) return rc;
+	json_t *j = json_loadb(p, n, 0, NULL);
+	if (!j || !json_is_object(j)) {
+		json_decref(j);
+		return MS_EPROTO;
+	}
+	*msg = j;
+	return 0;
+}
+
+static int dump_cb(const char *buf, size_t size, void *data) {
+	return ms_buf_append(data, buf, size) ? -1 : 0;
+}
+
+int ms_frame_write_json_fd_buf(int fd, const json_t *msg, ms_buf *scratch) {
+	ms_buf_reset(scratch);
+	if (ms_buf_append(scratch, "\0\0\0\0", 4)) return MS_ENOMEM;
+	if (json_dump_callback(msg, dump_cb, scratch, JSON_COMPACT | JSON_ENCODE_ANY)) return MS_ENOMEM;
+	size_t n = scratch->len - 4;
+	if (n > UINT32_MAX) return MS_ETOOBIG;
+	unsigned char *h = (unsigned char *)scratch->data;
+	h[0] = (unsigned char)n, h[1] = (unsigned char)(n >> 8), h[2] = (unsigned char)(n >> 16), h[3] = (unsigned char)(n >> 24);
+	return write_all(fd, scratch->data, scratch->len);
+}

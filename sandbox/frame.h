@@ -9,6 +9,7 @@
 #define MS_FRAME_H
 
 #include <jansson.h>
+#include <signal.h>
 #include <stddef.h>
 
 #include "common/ms.h"
@@ -43,5 +44,20 @@ int ms_frame_read_fd(int fd, ms_buf *out, size_t max);
 /* Reads one frame and parses it; *msg is a new reference to a JSON object. MS_EPROTO
  * when the payload is not a JSON object. */
 int ms_frame_read_json_fd(int fd, json_t **msg, size_t max);
+
+/* Buffered blocking reads for workers: each read(2) takes whatever the socket holds (up to
+ * 64 KiB or the rest of the frame), so a frame costs one syscall and one read can carry
+ * several frames. Returns 1 with the next payload (valid until the next call on r), or
+ * MS_ECLOSED (EOF between frames), MS_EPROTO (EOF inside a frame), MS_ETOOBIG, MS_ENOMEM,
+ * MS_EIO, or MS_ECANCELED when a read is interrupted by a signal while *stop is non-zero
+ * (stop may be NULL; a partial frame stays buffered, so the stream stays aligned). */
+int ms_frame_read_next(int fd, ms_frame_reader *r, const volatile sig_atomic_t *stop, const char **payload,
+		       size_t *len);
+/* ms_frame_read_next, then parses the payload: *msg is a new reference to a JSON object
+ * (MS_EPROTO when it is not one). */
+int ms_frame_read_next_json(int fd, ms_frame_reader *r, const volatile sig_atomic_t *stop, json_t **msg);
+/* ms_frame_write_json_fd encoding into scratch (reset first, kept for reuse), so a
+ * steady stream of frames allocates nothing for the encoding. */
+int ms_frame_write_json_fd_buf(int fd, const json_t *msg, ms_buf *scratch);
 
 #endif

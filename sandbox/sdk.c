@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <utf8proc.h>
@@ -33,38 +34,53 @@ static ms_sdk *sdk_from(lua_State *L) {
 
 static int send_json(ms_sdk *k, json_t *msg) {
 	k->writing = 1;
-	int rc = msg ? ms_frame_write_json_fd(k->fd, msg) : MS_ENOMEM;
+	int rc = msg ? ms_frame_write_json_fd_buf(k->fd, msg, &k->out) : MS_ENOMEM;
 	k->writing = 0;
 	json_decref(msg);
 	return rc;
 }
 
-void ms_sdk_prepare_hard_stop(ms_sdk *k, long long id) {
-	static const char *const kinds[] = {"internal", "timeout", "cancelled", "memory"};
-	static const char *const msgs[] = {"stopped", "the call took longer than the app's time limit",
-					   "cancelled", "out of memory: the app went over its memory limit"};
-	for (int i = 0; i < 4; i++) {
-		ms_buf_reset(&k->hard_frame[i]);
-		json_t *m = id < 0 ? json_pack("{s:s,s:s+}", "t", "init_error", "message", "app.lua: ", msgs[i])
-				   : json_pack("{s:s,s:I,s:s,s:s}", "t", "error", "id", (json_int_t)id, "kind",
-					       kinds[i], "message", msgs[i]);
-		if (m) ms_frame_encode_json(&k->hard_frame[i], m);
-		json_decref(m);
-	}
+/* The frame a hard stop writes is put together in the signal handler itself, by hand
+ * (snprintf is not async-signal-safe), so the per-call preparation is only the id. */
+void ms_sdk_prepare_hard_stop(ms_sdk *k, long long id) { k->hard_id = id; }
+
+static size_t put(char *p, size_t at, size_t cap, const char *s) {
+	while (*s && at < cap) p[at++] = *s++;
+	return at;
 }
 
 void ms_sdk_hard_stop(ms_sdk *k) {
+	static const char *const kinds[] = {"internal", "timeout", "cancelled", "memory"};
+	static const char *const msgs[] = {"stopped", "the call took longer than the app's time limit",
+					   "cancelled", "out of memory: the app went over its memory limit"};
 	int kind = k->lua->tripped;
 	if (kind < 0 || kind > 3) kind = 0;
-	ms_buf *b = &k->hard_frame[kind];
-	if (!k->writing && b->len) {
-		const char *p = b->data;
-		size_t n = b->len;
-		while (n) {
-			ssize_t w = write(k->fd, p, n);
-			if (w <= 0) break;
-			p += w, n -= (size_t)w;
-		}
+	if (k->writing) return; /* a frame is half written: the host sees EOF instead */
+	char f[320];
+	size_t n = 4, cap = sizeof f;
+	long long id = k->hard_id;
+	if (id < 0) {
+		n = put(f, n, cap, "{\"t\":\"init_error\",\"message\":\"app.lua: ");
+	} else {
+		char digits[24];
+		int nd = 0;
+		unsigned long long u = (unsigned long long)id;
+		do digits[nd++] = (char)('0' + u % 10); while ((u /= 10) && nd < 23);
+		n = put(f, n, cap, "{\"t\":\"error\",\"id\":");
+		while (nd && n < cap) f[n++] = digits[--nd];
+		n = put(f, n, cap, ",\"kind\":\"");
+		n = put(f, n, cap, kinds[kind]);
+		n = put(f, n, cap, "\",\"message\":\"");
+	}
+	n = put(f, n, cap, msgs[kind]);
+	n = put(f, n, cap, "\"}");
+	size_t len = n - 4;
+	f[0] = (char)len, f[1] = (char)(len >> 8), f[2] = (char)(len >> 16), f[3] = (char)(len >> 24);
+	const char *p = f;
+	while (n) {
+		ssize_t w = write(k->fd, p, n);
+		if (w <= 0) break;
+		p += w, n -= (size_t)w;
 	}
 }
 
@@ -730,46 +746,16 @@ static int l_interface(lua_State *L) {
 
 static char K_MODEL, K_GEN;
 
-static int read_full(ms_sdk *k, void *buf, size_t n, int *started) {
-	char *p = buf;
-	while (n) {
-		ssize_t r = read(k->fd, p, n);
-		if (r == 0) return MS_ECLOSED;
-		if (r < 0) {
-			if (errno != EINTR) return MS_EIO;
-			if (k->lua->tripped) {
-				if (*started) k->broken = 1;
-				return MS_ECANCELED;
-			}
-			continue;
-		}
-		*started = 1;
-		p += r, n -= (size_t)r;
-	}
-	return 0;
-}
-
-/* Waits for the next host frame about request req; *out is a new reference. */
+/* Waits for the next host frame about request req; *out is a new reference. The reads
+ * share the worker's buffered reader, so a stop while a frame is half read leaves the
+ * stream aligned (the rest of it is read, and dropped, later). */
 static int wait_model(ms_sdk *k, int req, json_t **out) {
 	*out = NULL;
 	for (;;) {
-		unsigned char hdr[4];
-		int started = 0;
-		int rc = read_full(k, hdr, 4, &started);
-		if (rc) return rc;
-		uint32_t n = (uint32_t)hdr[0] | (uint32_t)hdr[1] << 8 | (uint32_t)hdr[2] << 16 | (uint32_t)hdr[3] << 24;
-		if (n > MS_FRAME_MAX_DEFAULT) return k->broken = 1, MS_ETOOBIG;
-		char *buf = malloc(n + 1);
-		if (!buf) return k->broken = 1, MS_ENOMEM;
-		rc = read_full(k, buf, n, &started);
-		if (rc) {
-			free(buf);
-			k->broken = 1;
-			return rc;
-		}
-		json_t *m = json_loadb(buf, n, 0, NULL);
-		free(buf);
-		if (!m) return k->broken = 1, MS_EPROTO;
+		json_t *m = NULL;
+		int rc = ms_frame_read_next_json(k->fd, &k->in, &k->lua->tripped, &m);
+		if (rc == MS_ECANCELED) return rc;
+		if (rc) return k->broken = 1, rc;
 		json_t *r = json_object_get(m, "req");
 		if (json_is_integer(r) && json_integer_value(r) == req) {
 			*out = m;
@@ -1042,7 +1028,8 @@ static int setup(lua_State *L) {
 
 int ms_sdk_init(ms_sdk *k, ms_lua *s, int fd, json_t *files, json_t *models, json_t *space) {
 	memset(k, 0, sizeof *k);
-	for (int i = 0; i < 4; i++) ms_buf_init(&k->hard_frame[i]);
+	ms_frame_reader_init(&k->in, 0);
+	ms_buf_init(&k->out);
 	k->lua = s, k->fd = fd, k->files = files;
 	k->models = json_is_array(models) ? models : NULL;
 	k->endpoints = json_array();
@@ -1061,8 +1048,11 @@ int ms_sdk_init(ms_sdk *k, ms_lua *s, int fd, json_t *files, json_t *models, jso
 void ms_sdk_free(ms_sdk *k) {
 	json_decref(k->endpoints);
 	k->endpoints = NULL;
-	for (int i = 0; i < 4; i++) ms_buf_free(&k->hard_frame[i]);
+	ms_frame_reader_free(&k->in);
+	ms_buf_free(&k->out);
 }
+
+int ms_sdk_read(ms_sdk *k, json_t **msg) { return ms_frame_read_next_json(k->fd, &k->in, NULL, msg); }
 
 static const char *error_text(lua_State *L, int idx, char *buf, size_t len) {
 	if (lua_type(L, idx) == LUA_TSTRING) return lua_tostring(L, idx);
@@ -1190,12 +1180,103 @@ static const char *strip_position(ms_sdk *k, const char *msg) {
 	return p + 2;
 }
 
-static void set_timer(double s) {
-	struct itimerval it = {{0, 0}, {(time_t)s, (suseconds_t)((s - (double)(time_t)s) * 1e6)}};
+/* The budget's watchdog. Arming and disarming ITIMER_REAL around every call cost two
+ * syscalls per call (expensive in a VM), so the timer is armed lazily: a budget only sets
+ * a deadline, and the timer is set only when none is pending or the pending one would fire
+ * too late. When it fires early (the call it was armed for ended, a later one runs), the
+ * SIGALRM handler re-arms it for what is left (ms_sdk_alarm_due). So a worker serving
+ * short calls back to back makes no timer syscall at all; an idle worker takes at most one
+ * stray SIGALRM per budget (ignored; the blocking reads retry on EINTR). */
+static volatile int64_t g_deadline_ns; /* 0: no budget running */
+static volatile int64_t g_fire_ns;     /* when the pending timer fires */
+static volatile sig_atomic_t g_pending;
+
+static int64_t mono_ns(void) {
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts); /* vDSO, async-signal-safe */
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void set_itimer(int64_t ns) {
+	if (ns < 1000) ns = 1000; /* 0 would disarm */
+	struct itimerval it = {{0, 0}, {(time_t)(ns / 1000000000), (suseconds_t)(ns % 1000000000 / 1000)}};
 	setitimer(ITIMER_REAL, &it, NULL);
 }
 
-void ms_sdk_arm_timer(double seconds) { set_timer(seconds); }
+void ms_sdk_arm_timer(double seconds) {
+	if (seconds <= 0) {
+		g_deadline_ns = 0; /* a pending timer finds no budget and stays quiet */
+		return;
+	}
+	int64_t now = mono_ns(), d = now + (int64_t)(seconds * 1e9);
+	g_deadline_ns = d;
+	if (!g_pending || g_fire_ns > d) {
+		g_pending = 1;
+		g_fire_ns = d;
+		set_itimer(d - now);
+	}
+}
+
+int ms_sdk_alarm_due(void) {
+	int64_t d = g_deadline_ns;
+	if (!d) {
+		g_pending = 0;
+		return 0;
+	}
+	int64_t now = mono_ns();
+	if (now >= d) {
+		g_pending = 0;
+		return 1;
+	}
+	g_pending = 1; /* fired early: armed for an earlier budget */
+	g_fire_ns = d;
+	set_itimer(d - now);
+	return 0;
+}
+
+static void set_timer(double s) { ms_sdk_arm_timer(s); }
+
+static int dump_to_buf(const char *buf, size_t size, void *data) {
+	return ms_buf_append(data, buf, size) ? -1 : 0;
+}
+
+/* {"t":"done","id":N,"data":...} put together around the data (no wrapping object, no
+ * printf: this is every call's answer); takes the reference to data. */
+static int send_done(ms_sdk *k, json_t *data) {
+	ms_buf *b = &k->out;
+	char num[24];
+	int nd = 0;
+	unsigned long long u = (unsigned long long)(k->call_id < 0 ? -k->call_id : k->call_id);
+	do num[sizeof num - 1 - nd++] = (char)('0' + u % 10); while ((u /= 10) && nd < 22);
+	if (k->call_id < 0) num[sizeof num - 1 - nd++] = '-';
+	ms_buf_reset(b);
+	static const char head[] = "\0\0\0\0{\"t\":\"done\",\"id\":";
+	int rc = ms_buf_append(b, head, sizeof head - 1);
+	if (!rc) rc = ms_buf_append(b, num + sizeof num - nd, (size_t)nd);
+	if (!rc) rc = ms_buf_append(b, ",\"data\":", 8);
+	if (!rc && json_dump_callback(data, dump_to_buf, b, JSON_COMPACT | JSON_ENCODE_ANY)) rc = MS_ENOMEM;
+	if (!rc) rc = ms_buf_append(b, "}", 1);
+	json_decref(data);
+	if (rc) return rc;
+	size_t n = b->len - 4;
+	if (n > UINT32_MAX) return MS_ETOOBIG;
+	unsigned char *h = (unsigned char *)b->data;
+	h[0] = (unsigned char)n, h[1] = (unsigned char)(n >> 8), h[2] = (unsigned char)(n >> 16), h[3] = (unsigned char)(n >> 24);
+	k->writing = 1;
+	const char *p = b->data;
+	size_t left = b->len;
+	while (left) {
+		ssize_t w = write(k->fd, p, left);
+		if (w < 0 && errno == EINTR) continue;
+		if (w <= 0) {
+			rc = MS_ECLOSED;
+			break;
+		}
+		p += w, left -= (size_t)w;
+	}
+	k->writing = 0;
+	return rc;
+}
 
 static int send_error(ms_sdk *k, const char *kind, const char *msg) {
 	json_t *s = json_string(msg);
@@ -1219,11 +1300,11 @@ static int run_call(ms_sdk *k, size_t epi, json_t *data, double timeout_s) {
 	const char *kind = NULL;
 	char msg[1024];
 	int rc = 0;
+	set_timer(timeout_s); /* before in_call: a cancel's 0.5 s hard stop then overrides it */
 	k->in_call = 1;
 	s->trip_on_oom = 1;
 	s->running = co;
 	if (k->cancel_id == (sig_atomic_t)k->call_id) ms_lua_trip(s, MS_TRIP_CANCEL); /* cancelled early */
-	set_timer(timeout_s);
 	for (;;) {
 		int nres = 0;
 		int st = lua_resume(co, L, nargs, &nres);
@@ -1239,7 +1320,7 @@ static int run_call(ms_sdk *k, size_t epi, json_t *data, double timeout_s) {
 			}
 			if (st == LUA_OK) {
 				set_timer(0);
-				rc = send_json(k, json_pack("{s:s,s:I,s:o}", "t", "done", "id", (json_int_t)k->call_id, "data", out));
+				rc = send_done(k, out);
 				break;
 			}
 			json_decref(last);

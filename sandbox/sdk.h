@@ -14,6 +14,7 @@
 #include <signal.h>
 
 #include "common/ms.h"
+#include "sandbox/frame.h"
 #include "sandbox/luastate.h"
 
 typedef struct ms_sdk {
@@ -31,7 +32,9 @@ typedef struct ms_sdk {
 	int broken;        /* the host stream is misaligned: exit after this call */
 	unsigned log_lines;
 	uint64_t last_progress_ns;
-	ms_buf hard_frame[4]; /* per MS_TRIP_*: the frame a hard stop writes (pre-encoded) */
+	volatile long long hard_id; /* the call a hard stop answers for (-1: init) */
+	ms_frame_reader in;   /* frames from the host (buffered: one read per frame or less) */
+	ms_buf out;           /* scratch for encoding frames to the host */
 } ms_sdk;
 
 /* Defines the SDK globals in s; files/models/space are borrowed from the init message. */
@@ -41,15 +44,24 @@ void ms_sdk_free(ms_sdk *k);
 int ms_sdk_load(ms_sdk *k, const char *entry, char *err, size_t errlen);
 /* The `ready` message (a new reference). */
 json_t *ms_sdk_ready(ms_sdk *k);
+/* Reads the next message from the host (buffered; after init, every read of the host's
+ * stream goes through here so nothing read ahead is lost): 0 and a new reference, or
+ * MS_ECLOSED / MS_EPROTO / MS_EIO. */
+int ms_sdk_read(ms_sdk *k, json_t **msg);
 /* Serves one `call` message: streams yields/progress/logs and ends with done or error.
  * Returns 0, or MS_ECLOSED / MS_EPROTO when the worker must exit. */
 int ms_sdk_call(ms_sdk *k, json_t *call, double timeout_s);
-/* Arms (seconds > 0) or disarms (0) the ITIMER_REAL timer whose SIGALRM trips the state. */
+/* Starts (seconds > 0) or ends (0) the time budget whose SIGALRM trips the state. The
+ * ITIMER_REAL timer is armed lazily and may fire when no budget is due: the SIGALRM handler
+ * must ask ms_sdk_alarm_due() first and act only when it returns 1. */
 void ms_sdk_arm_timer(double seconds);
+/* From the SIGALRM handler (async-signal-safe): 1 when the current budget has run out;
+ * otherwise 0, after re-arming the timer for what is left of it (if any). */
+int ms_sdk_alarm_due(void);
 /* Prepares the frames a hard stop writes for the current call (id) or for init (id < 0). */
 void ms_sdk_prepare_hard_stop(ms_sdk *k, long long id);
-/* From a signal handler: writes the pre-encoded frame for the trip kind unless a write is
- * under way. */
+/* From a signal handler (async-signal-safe, no allocation): writes the `error` (or
+ * `init_error`) frame for the trip kind unless a write is under way. */
 void ms_sdk_hard_stop(ms_sdk *k);
 
 #endif

@@ -264,3 +264,115 @@ TEST(outputs_read_raw) {
 	CHECK_JSON(json_object_get(d, "data"), "[{\"a\":1,\"b\":[2,3]}]");
 	wk_free(&w);
 }
+
+/* The budget's timer is armed lazily (sandbox/sdk.c): a timer armed for an earlier call must
+ * not cut a later call short, and the budget must still stop a loop afterwards. Call 2 waits
+ * on the (fake) host's model answer past the moment call 1's timer fires. */
+TEST(budget_is_per_call_with_a_lazy_timer) {
+	wk w;
+	json_t *r = start(&w, "local m = model('org/tiny')\n"
+			      "app.interface{ fn = function(p)\n"
+			      "  if p == 'model' then return m:classify('x')[1].label end\n"
+			      "  if p == 'loop' then while true do end end\n"
+			      "  return p end, inputs = 'text', outputs = 'text' }\n",
+			  64, 1, json_pack("[s]", "org/tiny"));
+	CHECK_STR(wk_type(r), "ready");
+	json_t *d = wk_call(&w, 1, "predict", json_pack("[s]", "quick"), 5, NULL);
+	CHECK_STR(wk_type(d), "done");
+	usleep(600000);
+	double t0 = wk_now();
+	CHECK(wk_send(&w, json_pack("{s:s,s:i,s:s,s:[s],s:s,s:i}", "t", "call", "id", 2, "api_name", "predict", "data", "model", "session", "s", "seed", 1)) == 0);
+	json_t *m = wk_recv(&w, 5);
+	CHECK_STR(wk_type(m), "model");
+	int req = (int)json_integer_value(json_object_get(m, "req"));
+	usleep(700000); /* call 1's timer (t1 + 1 s) fires while call 2 waits */
+	wk_send(&w, json_pack("{s:s,s:i,s:[{s:s,s:f}]}", "t", "model_result", "req", req, "result", "label", "POS", "score", 0.9));
+	m = wk_recv(&w, 5);
+	CHECK_MSG(!strcmp(wk_type(m), "done"), "call 2 (%.2f s into a 1 s budget) ended %s", wk_now() - t0, dump(m));
+	CHECK_JSON(json_object_get(m, "data"), "[\"POS\"]");
+	t0 = wk_now();
+	d = wk_call(&w, 3, "predict", json_pack("[s]", "loop"), 5, NULL);
+	CHECK_STR(wk_type(d), "error");
+	CHECK_STR(json_string_value(json_object_get(d, "kind")), "timeout");
+	CHECK(wk_now() - t0 > 0.9 && wk_now() - t0 < 3.0);
+	d = wk_call(&w, 4, "predict", json_pack("[s]", "after"), 5, NULL);
+	CHECK_STR(wk_type(d), "done");
+	CHECK_JSON(json_object_get(d, "data"), "[\"after\"]");
+	wk_free(&w);
+}
+
+/* Frames are read through a buffer: several frames in one write are all served, and a
+ * cancel while a model answer is half received keeps the stream aligned (the worker goes
+ * on serving instead of exiting). */
+TEST(buffered_frames_stay_aligned) {
+	wk w;
+	json_t *r = start(&w, "local m = model('org/tiny')\n"
+			      "app.interface{ fn = function(p)\n"
+			      "  if p == 'model' then return m:classify('x')[1].label end\n"
+			      "  return p end, inputs = 'text', outputs = 'text' }\n",
+			  64, 5, json_pack("[s]", "org/tiny"));
+	CHECK_STR(wk_type(r), "ready");
+	ms_buf b; /* three calls in one write */
+	ms_buf_init(&b);
+	for (int i = 1; i <= 3; i++) {
+		json_t *c = json_pack("{s:s,s:i,s:s,s:[i],s:s,s:i}", "t", "call", "id", i, "api_name", "predict", "data", i, "session", "s", "seed", 1);
+		CHECK(ms_frame_encode_json(&b, c) == 0);
+		json_decref(c);
+	}
+	CHECK(write(w.fd, b.data, b.len) == (ssize_t)b.len);
+	for (int i = 1; i <= 3; i++) {
+		json_t *m = wk_recv(&w, 5);
+		CHECK_STR(wk_type(m), "done");
+		CHECK_INT(json_integer_value(json_object_get(m, "id")), i);
+		json_decref(m);
+	}
+	CHECK(wk_send(&w, json_pack("{s:s,s:i,s:s,s:[s],s:s,s:i}", "t", "call", "id", 5, "api_name", "predict", "data", "model", "session", "s", "seed", 1)) == 0);
+	json_t *m = wk_recv(&w, 5);
+	CHECK_STR(wk_type(m), "model");
+	int req = (int)json_integer_value(json_object_get(m, "req"));
+	ms_buf_reset(&b);
+	json_t *ans = json_pack("{s:s,s:i,s:[{s:s,s:f}]}", "t", "model_result", "req", req, "result", "label", "POS", "score", 0.9);
+	CHECK(ms_frame_encode_json(&b, ans) == 0);
+	json_decref(ans);
+	CHECK(write(w.fd, b.data, 10) == 10); /* half a frame, then the cancel */
+	usleep(100000);
+	union sigval v = {.sival_int = 5};
+	CHECK(sigqueue(w.pid, SIGUSR2, v) == 0);
+	m = wk_recv(&w, 3);
+	CHECK_STR(wk_type(m), "error");
+	CHECK_STR(json_string_value(json_object_get(m, "kind")), "cancelled");
+	CHECK(write(w.fd, b.data + 10, b.len - 10) == (ssize_t)(b.len - 10)); /* the rest: dropped */
+	json_t *d = wk_call(&w, 6, "predict", json_pack("[s]", "still here"), 5, NULL);
+	CHECK_MSG(d && !strcmp(wk_type(d), "done"), "after a cancel mid-frame: %s (log %s)", d ? dump(d) : "no answer",
+		  w.log.data ? w.log.data : "");
+	CHECK_JSON(json_object_get(d, "data"), "[\"still here\"]");
+	ms_buf_free(&b);
+	wk_free(&w);
+}
+
+/* The hard stop (no hook fires: C code backtracking) writes its frame from the signal
+ * handler, formatted by hand: it must be a well-formed frame with the call's id. */
+static const char backtrack[] = "local function slow() return (('a'):rep(28)):match(('a*'):rep(28) .. 'b') end\n";
+
+TEST(hard_stop_frames_are_well_formed) {
+	wk w;
+	char src[512];
+	snprintf(src, sizeof src, "%sapp.interface{ fn = function() slow() return 'no' end, outputs = 'text' }\n", backtrack);
+	json_t *r = start(&w, src, 64, 1, NULL);
+	CHECK_STR(wk_type(r), "ready");
+	json_t *d = wk_call(&w, 123456789012LL, "predict", json_pack("[]"), 5, NULL);
+	CHECK_MSG(d != NULL, "no answer (log %s)", w.log.data ? w.log.data : "");
+	CHECK_STR(wk_type(d), "error");
+	CHECK(json_integer_value(json_object_get(d, "id")) == 123456789012LL);
+	CHECK_STR(json_string_value(json_object_get(d, "kind")), "timeout");
+	CHECK_STR(json_string_value(json_object_get(d, "message")), "the call took longer than the app's time limit");
+	CHECK(wk_wait_exit(&w, 3));
+	CHECK(WIFEXITED(w.status) && WEXITSTATUS(w.status) == 3);
+	wk_free(&w);
+
+	snprintf(src, sizeof src, "%sslow()\n", backtrack); /* at load time: init_error */
+	r = start(&w, src, 64, 1, NULL);
+	CHECK_STR(wk_type(r), "init_error");
+	CHECK_STR(json_string_value(json_object_get(r, "message")), "app.lua: the call took longer than the app's time limit");
+	wk_free(&w);
+}
