@@ -441,6 +441,7 @@ static void spawn_worker(ms_app *app) {
 /* ---- the queue ---- */
 
 static void queue_remove(ms_app *app, ms_call *c) {
+	app->queued_followed -= c->followed;
 	if (c->qprev) c->qprev->qnext = c->qnext;
 	else app->queue_head = c->qnext;
 	if (c->qnext) c->qnext->qprev = c->qprev;
@@ -450,6 +451,7 @@ static void queue_remove(ms_app *app, ms_call *c) {
 }
 
 static void send_estimations(ms_app *app) {
+	if (!app->queued_followed) return; /* nobody waiting follows a queue position */
 	int rank = 0;
 	for (ms_call *c = app->queue_head; c; c = c->qnext) ms_call_estimation(c, rank++, app->queued);
 }
@@ -541,6 +543,8 @@ int ms_app_enqueue(ms_app *app, ms_call *call) {
 	else app->queue_head = call;
 	app->queue_tail = call;
 	app->queued++;
+	call->followed = call->mode == MS_CALL_QUEUE && call->session; /* fixed at enqueue, for the count */
+	app->queued_followed += call->followed;
 	ms_call_estimation(call, app->queued - 1, app->queued);
 	dispatch(app);
 	return 0;

@@ -22,14 +22,26 @@ static unsigned fnv1a(const char *s) {
 
 static unsigned bucket_of(const char *id) { return fnv1a(id) % MS_CALL_BUCKETS; }
 
+/* Event ids must not be guessable (an id lets a client read or cancel a call): they come
+ * from the kernel's CSPRNG, drawn 4 KiB at a time rather than one syscall per call. */
 static void random_hex(char *out, size_t nbytes) {
-	unsigned char b[32];
-	if (nbytes > sizeof b) nbytes = sizeof b;
-	if (getrandom(b, nbytes, 0) != (ssize_t)nbytes) {
-		uint64_t x = ms_now_ns();
-		for (size_t i = 0; i < nbytes; i++) b[i] = (unsigned char)(x >> (8 * (i % 8))) ^ (unsigned char)i;
+	static unsigned char pool[4096];
+	static size_t left;
+	static const char hex[] = "0123456789abcdef";
+	for (size_t i = 0; i < nbytes; i++) {
+		if (!left) {
+			if (getrandom(pool, sizeof pool, 0) != (ssize_t)sizeof pool) { /* not expected on Linux */
+				uint64_t x = ms_now_ns();
+				for (size_t k = 0; k < sizeof pool; k++) pool[k] ^= (unsigned char)(x >> (8 * (k % 8))) + (unsigned char)k;
+			}
+			left = sizeof pool;
+		}
+		unsigned char b = pool[--left];
+		pool[left] = 0; /* an id is handed out once */
+		out[2 * i] = hex[b >> 4];
+		out[2 * i + 1] = hex[b & 15];
 	}
-	for (size_t i = 0; i < nbytes; i++) sprintf(out + 2 * i, "%02x", b[i]);
+	out[2 * nbytes] = 0;
 }
 
 ms_call *ms_call_new(ms_host *h, ms_app *app, int fn_index, ms_call_mode mode) {

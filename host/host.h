@@ -78,6 +78,7 @@ struct ms_app {
 
 	ms_call *queue_head, *queue_tail; /* calls waiting for a worker */
 	int queued;
+	int queued_followed; /* queued calls whose client follows estimations (queue/join) */
 	int running;
 
 	/* crash-loop accounting */
@@ -124,6 +125,7 @@ struct ms_call {
 	ms_call_mode mode;
 	ms_call_status status;
 	int cancelled;
+	int followed;          /* counted in app->queued_followed while queued */
 	uint64_t t_join, t_start;
 	json_t *last_output;   /* the last full value sent (for diffs) */
 	int n_generating;

@@ -87,7 +87,7 @@ struct conn {
 struct ms_http_server {
 	uv_loop_t *loop;
 	uv_tcp_t listener;
-	uv_prepare_t prep;
+	uv_timer_t logt;     /* flushes the access log 100 ms after its first pending line */
 	int listening;
 	ms_http_limits lim;
 	ms_http_handler handler;
@@ -255,9 +255,12 @@ static void buf_u64(ms_buf *b, uint64_t v) {
 	ms_buf_append(b, tmp + sizeof tmp - n, (size_t)n);
 }
 
-/* Access log lines collect in one buffer written once per loop turn (a write per
- * request would cost as much as the request itself), and are put together by hand: a
- * printf per request showed up in profiles. Same shape as ms_log's lines. */
+/* Access log lines collect in one buffer written at most every 100 ms, or at 32 KiB (a
+ * write per request, or per busy loop turn, costs as much as the request itself), and are
+ * put together by hand: a printf per request showed up in profiles. Same shape as
+ * ms_log's lines. */
+static void on_log_timer(uv_timer_t *t);
+
 static void access_log(ms_http_server *s, hreq *r, int status) {
 	if (!s || !s->lim.access_log) return;
 	struct timespec ts;
@@ -269,6 +272,7 @@ static void access_log(ms_http_server *s, hreq *r, int status) {
 		s->log_t = ts.tv_sec;
 	}
 	ms_buf *b = &s->log;
+	if (!b->len && !s->closing) uv_timer_start(&s->logt, on_log_timer, 100, 0);
 	char ms3[4] = {(char)('0' + ts.tv_nsec / 100000000), (char)('0' + ts.tv_nsec / 10000000 % 10),
 		       (char)('0' + ts.tv_nsec / 1000000 % 10), 0};
 	buf_lit(b, s->log_stamp);
@@ -297,8 +301,8 @@ static void access_log(ms_http_server *s, hreq *r, int status) {
 	}
 }
 
-static void on_prepare(uv_prepare_t *p) {
-	ms_http_server *s = p->data;
+static void on_log_timer(uv_timer_t *t) {
+	ms_http_server *s = t->data;
 	if (s->log.len) {
 		if (write(2, s->log.data, s->log.len) < 0) {}
 		ms_buf_reset(&s->log);
@@ -967,10 +971,9 @@ int ms_http_server_new(uv_loop_t *loop, const char *host, int port, const ms_htt
 	uv_tcp_getsockname(&s->listener, (struct sockaddr *)&ba, &bl);
 	s->port = ntohs(ba.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ba)->sin6_port
 						 : ((struct sockaddr_in *)&ba)->sin_port);
-	uv_prepare_init(loop, &s->prep);
-	s->prep.data = s;
-	uv_prepare_start(&s->prep, on_prepare);
-	uv_unref((uv_handle_t *)&s->prep);
+	uv_timer_init(loop, &s->logt);
+	s->logt.data = s;
+	uv_unref((uv_handle_t *)&s->logt);
 	s->handles++;
 	*out = s;
 	return 0;
@@ -1014,7 +1017,7 @@ void ms_http_server_close(ms_http_server *s) {
 	s->draining = 1;
 	while (s->conns) conn_close(s->conns);
 	s->closing = 1;
-	uv_close((uv_handle_t *)&s->prep, on_server_handle_closed);
+	uv_close((uv_handle_t *)&s->logt, on_server_handle_closed);
 }
 
 /* ---------------------------------------------------------------- responses */

@@ -26,6 +26,7 @@ struct ms_worker {
 	uv_pipe_t sock;
 	struct log_pipe out, err;
 	ms_frame_reader reader;
+	ms_buf scratch; /* the frame being sent */
 	ms_worker_cbs cbs;
 	void *ud;
 	int open_handles;
@@ -63,6 +64,7 @@ static void maybe_finish(ms_worker *w) {
 	w->finished = 1;
 	if (w->cbs.on_exit) w->cbs.on_exit(w, w->exit_status, w->term_signal, w->kill_reason, w->ud);
 	ms_frame_reader_free(&w->reader);
+	ms_buf_free(&w->scratch);
 	ms_buf_free(&w->out.line);
 	ms_buf_free(&w->err.line);
 	free(w->kill_reason);
@@ -231,26 +233,33 @@ static void on_write(uv_write_t *req, int status) {
 	free(wr);
 }
 
+/* Most frames fit the socket at once: try to write them directly (no allocation, no
+ * write request, no epoll change), and queue only what is left. Frames keep their order
+ * because nothing is tried while earlier writes are still queued. */
 int ms_worker_send(ms_worker *w, const json_t *msg) {
 	if (w->exited || w->killed || w->sock_closed) return MS_ECLOSED;
-	ms_buf b;
-	ms_buf_init(&b);
-	if (ms_frame_encode_json(&b, msg)) {
-		ms_buf_free(&b);
-		return MS_ENOMEM;
+	ms_buf *b = &w->scratch;
+	ms_buf_reset(b);
+	if (ms_frame_encode_json(b, msg)) return MS_ENOMEM;
+	size_t off = 0;
+	if (uv_stream_get_write_queue_size((uv_stream_t *)&w->sock) == 0) {
+		uv_buf_t ub = uv_buf_init(b->data, (unsigned)b->len);
+		int n = uv_try_write((uv_stream_t *)&w->sock, &ub, 1);
+		if (n > 0) off = (size_t)n;
+		else if (n != UV_EAGAIN) return MS_ECLOSED;
 	}
+	if (off == b->len) return 0;
 	struct write_req *wr = malloc(sizeof *wr);
-	if (!wr) {
-		ms_buf_free(&b);
+	char *rest = malloc(b->len - off);
+	if (!wr || !rest) {
+		free(wr), free(rest);
 		return MS_ENOMEM;
 	}
-	size_t len = b.len;
-	wr->data = ms_buf_steal(&b);
-	uv_buf_t ub = uv_buf_init(wr->data, (unsigned)len);
-	int rc = uv_write(&wr->req, (uv_stream_t *)&w->sock, &ub, 1, on_write);
-	if (rc) {
-		free(wr->data);
-		free(wr);
+	memcpy(rest, b->data + off, b->len - off);
+	wr->data = rest;
+	uv_buf_t ub = uv_buf_init(rest, (unsigned)(b->len - off));
+	if (uv_write(&wr->req, (uv_stream_t *)&w->sock, &ub, 1, on_write)) {
+		free(rest), free(wr);
 		return MS_ECLOSED;
 	}
 	return 0;
