@@ -95,21 +95,6 @@ int ms_w_get_t(ms_model *m, const char *name, int64_t d0, int64_t d1, const floa
 
 /* ---- load / free ---- */
 
-/* Without a linked tokenizer (a tree where runtime/tokenizer.c has not landed) the text
- * calls report MS_EUNSUPPORTED instead of failing to link. */
-#if !__has_include("runtime/tokenizer.c") /* not landed yet: link anyway, fail at run time */
-#pragma weak ms_tokenizer_load
-#pragma weak ms_tokenizer_free
-#pragma weak ms_tokenizer_encode
-#pragma weak ms_tokenizer_eos_id
-#pragma weak ms_detok_stream_init
-#pragma weak ms_detok_stream_push
-#pragma weak ms_detok_stream_finish
-#pragma weak ms_detok_stream_free
-#define TOK_LINKED(f) ((f) != NULL)
-#else
-#define TOK_LINKED(f) 1
-#endif
 
 int ms_model_load(const char *dir, const ms_model_opts *opts, ms_model **out, char *err, size_t errlen) {
 	*out = NULL;
@@ -139,7 +124,7 @@ int ms_model_load(const char *dir, const ms_model_opts *opts, ms_model **out, ch
 	ms_st_close(&m->st); /* every weight is in the arena now */
 	char tp[4096];
 	snprintf(tp, sizeof tp, "%s/tokenizer.json", dir);
-	if (TOK_LINKED(ms_tokenizer_load) && access(tp, F_OK) == 0 && (rc = ms_tokenizer_load(dir, &m->tok, err, errlen)) != 0)
+	if (access(tp, F_OK) == 0 && (rc = ms_tokenizer_load(dir, &m->tok, err, errlen)) != 0)
 		goto fail;
 	*out = m;
 	return 0;
@@ -155,7 +140,7 @@ fail_pool:
 
 void ms_model_free(ms_model *m) {
 	if (!m) return;
-	if (m->tok && TOK_LINKED(ms_tokenizer_free)) ms_tokenizer_free(m->tok);
+	if (m->tok) ms_tokenizer_free(m->tok);
 	if (m->arena) munmap(m->arena, m->arena_size);
 	if (m->q8_arena) munmap(m->q8_arena, m->q8_size);
 	ms_dec_ws_free(m);
@@ -365,7 +350,7 @@ int ms_gen_new(ms_model *m, const int32_t *prompt, size_t n_prompt, const ms_gen
 	if (n_prompt == 0 || n_prompt > (size_t)c->max_pos) return MS_ERANGE;
 	for (size_t i = 0; i < n_prompt; i++)
 		if (prompt[i] < 0 || prompt[i] >= c->vocab_size) return MS_ERANGE;
-	if (xcb && (!m->tok || !TOK_LINKED(ms_detok_stream_init))) return MS_EUNSUPPORTED;
+	if (xcb && !m->tok) return MS_EUNSUPPORTED;
 	ms_gen *g = calloc(1, sizeof *g);
 	if (!g) return MS_ENOMEM;
 	g->m = m, g->o = *o, g->tcb = tcb, g->xcb = xcb, g->ud = ud, g->text_mode = xcb != NULL;
@@ -385,7 +370,7 @@ int ms_gen_new(ms_model *m, const int32_t *prompt, size_t n_prompt, const ms_gen
 	memcpy(g->hist, prompt, n_prompt * sizeof *g->hist);
 	g->nh = n_prompt;
 	g->eos = c->eos_id;
-	if (m->tok && TOK_LINKED(ms_tokenizer_eos_id) && ms_tokenizer_eos_id(m->tok) >= 0) g->eos = ms_tokenizer_eos_id(m->tok);
+	if (m->tok && ms_tokenizer_eos_id(m->tok) >= 0) g->eos = ms_tokenizer_eos_id(m->tok);
 	if (g->text_mode) {
 		ms_detok_stream_init(&g->ds, m->tok, 1);
 		/* the prompt goes through the stream first (its text dropped) so that the
@@ -516,7 +501,7 @@ int ms_model_encode_prompt(ms_model *m, const char *prompt, int add_special, int
 			   size_t errlen) {
 	*ids = NULL;
 	*n = 0;
-	if (!m->tok || !TOK_LINKED(ms_tokenizer_encode))
+	if (!m->tok)
 		return ms_errf(err, errlen, MS_EUNSUPPORTED, "%s: no tokenizer for text generation", m->dir);
 	int rc = ms_tokenizer_encode(m->tok, prompt, strlen(prompt), add_special, ids, n);
 	if (rc != 0) return ms_errf(err, errlen, rc, "%s: tokenizing the prompt failed", m->dir);
@@ -609,7 +594,7 @@ int ms_model_embed_ids(ms_model *m, const int32_t *ids, size_t n, float *vec) {
 }
 
 static int encode_text(ms_model *m, const char *text, int32_t **ids, size_t *n, char *err, size_t errlen) {
-	if (!m->tok || !TOK_LINKED(ms_tokenizer_encode))
+	if (!m->tok)
 		return ms_errf(err, errlen, MS_EUNSUPPORTED, "%s: no tokenizer", m->dir);
 	int rc = ms_tokenizer_encode(m->tok, text, strlen(text), 1, ids, n);
 	if (rc != 0) return ms_errf(err, errlen, rc, "%s: tokenizing failed", m->dir);

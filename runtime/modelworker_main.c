@@ -25,30 +25,10 @@
 #include "runtime/model.h"
 #include "runtime/tokenizer.h"
 
-/* Chat templates come from runtime/jinja.c (its own module); without it the worker simply
- * does not offer "chat". */
-#if __has_include("runtime/jinja.h")
 #include "runtime/jinja.h"
-#else
-int ms_chat_template_render(const char *tmpl, const json_t *messages, const char *bos_token, const char *eos_token,
-			    int add_generation_prompt, const json_t *extra_vars, char **out, char *err, size_t errlen);
-#endif
-#if !__has_include("runtime/jinja.c")
-#pragma weak ms_chat_template_render
-#define JINJA_LINKED() (ms_chat_template_render != NULL)
-#else
-#define JINJA_LINKED() 1
-#endif
 #include "sandbox/frame.h"
 #include "sandbox/isolate.h"
 
-#if !__has_include("runtime/tokenizer.c") /* not landed yet: link anyway, fail at run time */
-#pragma weak ms_tokenizer_encode
-#pragma weak ms_tokenizer_decode
-#define TOK_LINKED(f) ((f) != NULL)
-#else
-#define TOK_LINKED(f) 1
-#endif
 
 #define MAX_REQS 256
 #define MAX_STOPS 8
@@ -153,7 +133,7 @@ static double num(json_t *args, const char *key, double def) {
 
 static int can_chat(void) {
 	ms_tokenizer *tok = tokenizer();
-	return JINJA_LINKED() && tok && TOK_LINKED(ms_tokenizer_chat_template) && ms_tokenizer_chat_template(tok);
+	return tok && ms_tokenizer_chat_template(tok);
 }
 
 /* chat: the messages rendered through the checkpoint's chat template, as transformers'
@@ -276,7 +256,7 @@ static int text_ids(json_t *args, int32_t **ids, size_t *n, char *err, size_t er
 	if (!text) return ms_errf(err, errlen, MS_EINVAL, "text missing");
 	json_t *sp = json_object_get(args, "special");
 	int special = json_is_boolean(sp) ? json_is_true(sp) : 1;
-	if (!tokenizer() || !TOK_LINKED(ms_tokenizer_encode))
+	if (!tokenizer())
 		return ms_errf(err, errlen, MS_EUNSUPPORTED, "this checkpoint has no tokenizer");
 	int rc = ms_tokenizer_encode(tokenizer(), text, strlen(text), special, ids, n);
 	return rc ? ms_errf(err, errlen, rc, "tokenize: %s", ms_strerror(rc)) : 0;
@@ -301,7 +281,7 @@ static void quick_op(json_int_t id, const char *op, json_t *args) {
 	} else if (strcmp(op, "detokenize") == 0) {
 		json_t *a = json_object_get(args, "ids");
 		rc = json_is_array(a) ? 0 : ms_errf(err, sizeof err, MS_EINVAL, "detokenize: ids missing");
-		if (rc == 0 && (!tokenizer() || !TOK_LINKED(ms_tokenizer_decode)))
+		if (rc == 0 && (!tokenizer()))
 			rc = ms_errf(err, sizeof err, MS_EUNSUPPORTED, "this checkpoint has no tokenizer");
 		if (rc == 0) {
 			n = json_array_size(a);
