@@ -148,6 +148,10 @@ void ms_api_events(ms_host *h, ms_http_req *req, char **args) {
 void ms_api_restart(ms_host *h, ms_http_req *req, char **args) {
 	ms_app *app = api_app(h, req, args, NULL, 0);
 	if (!app) return;
+	/* only an app that is down: a running app is never interrupted from outside */
+	if (app->stage != MS_STAGE_RUNTIME_ERROR && app->stage != MS_STAGE_BUILD_ERROR)
+		return ms_http_respond_error(req, 409, "not_stopped", "%s is %s: only an app in an error state is restarted", app->id,
+					     ms_stage_name(app->stage));
 	ms_app_restart(app);
 	respond_obj(req, 200, json_pack("{s:s}", "stage", ms_stage_name(app->stage)));
 }

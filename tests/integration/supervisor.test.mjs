@@ -45,6 +45,8 @@ app.interface{fn=function(x) return "up: " .. x end, inputs={"text"}, outputs="t
     }, 20000, "the failed start");
     assert(/not yet/.test(failed.runtime.errorMessage), failed.runtime.errorMessage);
     await waitFor(() => Date.now() / 1000 > until + 0.2, 5000, "time to pass");
+    const running = await fetch(`${host.url}/api/spaces/test/ok/restart`, { method: "POST" });
+    assertEq(running.status, 409, "a running app is not restarted from outside");
     const r = await fetch(`${host.url}/api/spaces/test/flaky/restart`, { method: "POST" });
     assertEq(r.status, 200);
     await waitFor(async () => (await info(host, "test/flaky")).runtime.stage === "RUNNING", 20000, "RUNNING");
