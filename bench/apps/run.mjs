@@ -26,11 +26,16 @@ const post = (url, body) => fetch(url, { method: "POST", headers: { "content-typ
 async function coldStart(app, env) {
   const t0 = performance.now();
   const host = await startHost({ apps: [app.dir], env, timeoutMs: 120000 }); // returns once nothing is BUILDING
-  for (;;) {
-    const a = await (await fetch(`${host.url}/api/spaces/${app.id}`)).json();
-    if (a.runtime.stage === "RUNNING") break;
-    if (/ERROR/.test(a.runtime.stage)) throw new Error(`${app.id}: ${a.runtime.errorMessage}`);
-    await new Promise((r) => setTimeout(r, 5));
+  try {
+    for (;;) {
+      const a = await (await fetch(`${host.url}/api/spaces/${app.id}`)).json();
+      if (a.runtime.stage === "RUNNING") break;
+      if (/ERROR/.test(a.runtime.stage)) throw new Error(`${app.id}: ${a.runtime.errorMessage}`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  } catch (e) {
+    await host.stop(); // never leave a host behind
+    throw e;
   }
   return { ms: performance.now() - t0, host };
 }
