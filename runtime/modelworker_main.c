@@ -293,6 +293,34 @@ static void quick_op(json_int_t id, const char *op, json_t *args) {
 			else ms_errf(err, sizeof err, rc, "detokenize: %s", ms_strerror(rc));
 			free(text);
 		}
+	} else if (strcmp(op, "logits") == 0) {
+		/* the next-token logits after a text (or "ids"), as a list of vocab floats */
+		json_t *a = json_object_get(args, "ids");
+		if (json_is_array(a)) {
+			n = json_array_size(a);
+			ids = malloc((n ? n : 1) * sizeof *ids);
+			rc = ids ? 0 : MS_ENOMEM;
+			for (size_t i = 0; ids && i < n; i++) {
+				json_int_t v = json_integer_value(json_array_get(a, i));
+				if (v < 0 || v >= c->vocab_size) rc = ms_errf(err, sizeof err, MS_ERANGE, "logits: id %lld out of range", (long long)v);
+				ids[i] = (int32_t)v;
+			}
+		} else {
+			rc = text_ids(args, &ids, &n, err, sizeof err);
+		}
+		int causal = c->arch == MS_ARCH_LLAMA || c->arch == MS_ARCH_GPT2;
+		if (rc == 0 && !causal) rc = ms_errf(err, sizeof err, MS_EUNSUPPORTED, "logits: only causal language models (llama, gpt2)");
+		if (rc == 0 && (n == 0 || n > (size_t)c->max_pos))
+			rc = ms_errf(err, sizeof err, MS_ERANGE, "logits: between 1 and %d tokens", c->max_pos);
+		float *all = rc == 0 ? malloc(n * (size_t)c->vocab_size * sizeof *all) : NULL;
+		if (rc == 0 && !all) rc = MS_ENOMEM;
+		if (rc == 0 && (rc = ms_model_logits(model, ids, n, all)) != 0) ms_errf(err, sizeof err, rc, "logits: %s", ms_strerror(rc));
+		if (rc == 0) {
+			result = json_array();
+			const float *last = all + (n - 1) * (size_t)c->vocab_size;
+			for (int v = 0; v < c->vocab_size; v++) json_array_append_new(result, json_real(last[v]));
+		}
+		free(all);
 	} else if (strcmp(op, "classify") == 0) {
 		if ((rc = text_ids(args, &ids, &n, err, sizeof err)) == 0) {
 			ms_label_score *ls;
@@ -447,6 +475,7 @@ static int init(void) {
 	json_t *tasks = json_array();
 	int causal = c->arch == MS_ARCH_LLAMA || c->arch == MS_ARCH_GPT2;
 	if (causal) json_array_append_new(tasks, json_string("generate"));
+	if (causal) json_array_append_new(tasks, json_string("logits"));
 	if (causal && can_chat()) json_array_append_new(tasks, json_string("chat"));
 	if (c->has_classifier) json_array_append_new(tasks, json_string("classify"));
 	if (!causal) json_array_append_new(tasks, json_string("embed"));

@@ -930,6 +930,22 @@ static int m_detokenize(lua_State *L) {
 	return simple_op(L, "detokenize", json_pack("{s:o}", "ids", ids));
 }
 
+/* m:logits(text or {ids}): the next-token logits, a list of vocab numbers */
+static int m_logits(lua_State *L) {
+	model_name(L);
+	if (lua_istable(L, 2)) {
+		conv c = {OUT_BUDGET, ""};
+		json_t *ids = to_json(L, 2, 0, &c);
+		if (!json_is_array(ids)) {
+			json_decref(ids);
+			return luaL_error(L, "logits: pass a text or a list of token ids");
+		}
+		lua_settop(L, 2);
+		return simple_op(L, "logits", json_pack("{s:o}", "ids", ids));
+	}
+	return simple_op(L, "logits", json_pack("{s:s,s:b}", "text", luaL_checkstring(L, 2), "special", 1));
+}
+
 static int m_tostring(lua_State *L) {
 	lua_pushfstring(L, "model(\"%s\")", model_name(L));
 	return 1;
@@ -981,6 +997,7 @@ static int setup(lua_State *L) {
 
 	static const luaL_Reg methods[] = {{"generate", m_generate}, {"chat", m_chat}, {"classify", m_classify},
 					   {"embed", m_embed}, {"tokenize", m_tokenize}, {"detokenize", m_detokenize},
+					   {"logits", m_logits},
 					   {NULL, NULL}};
 	lua_newtable(L);
 	luaL_newlib(L, methods);

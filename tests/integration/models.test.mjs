@@ -29,6 +29,16 @@ s.test("greedy generation matches llama2.c through the whole stack", async ({ ho
   assertEq(r.body.data[0], expected);
 });
 
+s.test("raw logits match transformers'", async ({ host }) => {
+  const ref = JSON.parse(readFileSync(FIXTURES + "/models/stories260K/reference_logits.json", "utf8"));
+  const r = await run(host, "test/story", "logits", [ref.input_ids]);
+  assertEq(r.status, 200, JSON.stringify(r.body));
+  const got = r.body.data[0], want = ref.logits_all_positions.at(-1);
+  assertEq(got.length, want.length);
+  const worst = Math.max(...got.map((x, i) => Math.abs(x - want[i])));
+  assert(worst < 1e-4, "max difference " + worst);
+});
+
 s.test("classify, embed and tokenize", async ({ host }) => {
   const c = await run(host, "test/nlp", "classify", ["I love this!"]);
   assertEq(c.status, 200, JSON.stringify(c.body));
@@ -98,7 +108,8 @@ await s.run(async () => {
 app.interface{fn=function(prompt, n)
   local out = prompt
   for piece in m:generate(prompt, {max_new_tokens=n, temperature=0}) do out = out .. piece; coroutine.yield(out) end
-  return out end, inputs={"text", "number"}, outputs="text"}`,
+  return out end, inputs={"text", "number"}, outputs="text"}
+app.interface{api_name="logits", fn=function(ids) return m:logits(ids) end, inputs={"json"}, outputs="json"}`,
   });
   writeApp(apps, "test/nlp", { models: ["distilbert/distilbert-base-uncased-finetuned-sst-2-english"] }, {
     "app.lua": `local m = model("distilbert/distilbert-base-uncased-finetuned-sst-2-english")
