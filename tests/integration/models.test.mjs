@@ -1,6 +1,7 @@
 // Apps calling models: the host relays model("org/name") calls from app workers to one
 // model worker per checkpoint (from the Hugging Face cache), streams pieces back, enforces
 // the card's allow-list, cancels with the call, and unloads idle models.
+import { spawnSync } from "node:child_process";
 import { readFileSync, rmSync } from "node:fs";
 import { FIXTURES, assert, assertEq, fixtureHubCache, readSSE, sleep, startHost, suite, tempDir, waitFor, writeApp } from "../lib/host.mjs";
 
@@ -89,6 +90,28 @@ s.test("cancelling a call stops its generation", async ({ host }) => {
   assertEq(r.status, 200, "the model still serves");
 });
 
+s.test("a killed model worker fails the call in flight; the next call starts a new one", async ({ host }) => {
+  const base = host.url + "/spaces/test/story-loop/gradio_api";
+  const session_hash = "k" + Date.now();
+  await post(base + "/queue/join", { data: [2000], fn_index: 0, session_hash });
+  const stream = fetch(base + "/queue/data?session_hash=" + session_hash).then((r) =>
+    readSSE(r, { until: (ev) => ev.some((e) => e.json && e.json.msg === "close_stream"), timeoutMs: 20000 }));
+  // the model worker is a child of the host
+  const pid = await waitFor(() => {
+    const out = spawnSync("pgrep", ["-P", String(host.child.pid), "-f", "moonspace-modelworker"], { encoding: "utf8" }).stdout.trim();
+    return out ? Number(out.split("\n")[0]) : null;
+  }, 10000, "the model worker");
+  await sleep(300);
+  process.kill(pid, "SIGKILL");
+  const events = await stream;
+  const done = events.find((e) => e.json.msg === "process_completed");
+  assertEq(done.json.success, false);
+  assert(/model worker/.test(done.json.output.error), done.json.output.error);
+  assertEq((await fetch(host.url + "/healthz")).status, 200);
+  const r = await run(host, "test/story", "predict", ["Once upon a time", 5]);
+  assertEq(r.status, 200, "a new model worker serves");
+});
+
 s.test("an idle model is unloaded and starts again on the next call", async ({ host }) => {
   await run(host, "test/story", "predict", ["Once", 3]);
   await waitFor(() => /unloaded after/.test(host.log()), 10000, "the unload");
@@ -110,6 +133,17 @@ app.interface{fn=function(prompt, n)
   for piece in m:generate(prompt, {max_new_tokens=n, temperature=0}) do out = out .. piece; coroutine.yield(out) end
   return out end, inputs={"text", "number"}, outputs="text"}
 app.interface{api_name="logits", fn=function(ids) return m:logits(ids) end, inputs={"json"}, outputs="json"}`,
+  });
+  // generates again and again (one generation of the tiny model is over in milliseconds)
+  writeApp(apps, "test/story-loop", { models: ["nickypro/tinyllama-15M"], timeout: 120 }, {
+    "app.lua": `local m = model("nickypro/tinyllama-15M")
+app.interface{fn=function(n)
+  local last = ""
+  for i = 1, n do
+    for piece in m:generate("Once", {max_new_tokens=400, temperature=0}) do last = piece end
+    coroutine.yield(tostring(i))
+  end
+  return last end, inputs={"number"}, outputs="text"}`,
   });
   writeApp(apps, "test/nlp", { models: ["distilbert/distilbert-base-uncased-finetuned-sst-2-english"] }, {
     "app.lua": `local m = model("distilbert/distilbert-base-uncased-finetuned-sst-2-english")
