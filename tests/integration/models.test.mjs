@@ -112,6 +112,14 @@ s.test("a killed model worker fails the call in flight; the next call starts a n
   assertEq(r.status, 200, "a new model worker serves");
 });
 
+s.test("a broken checkpoint is a clear error for the call, not a crash", async ({ host }) => {
+  const r = await run(host, "test/broken", "predict", ["Once upon a time", 3]);
+  assertEq(r.status, 500);
+  assert(/could not be loaded/.test(r.body.error) && /model\.safetensors/.test(r.body.error), r.body.error);
+  assertEq((await fetch(host.url + "/healthz")).status, 200);
+  assertEq((await run(host, "test/story", "predict", ["Once upon a time", 3])).status, 200, "other models still serve");
+});
+
 s.test("an idle model is unloaded and starts again on the next call", async ({ host }) => {
   await run(host, "test/story", "predict", ["Once", 3]);
   await waitFor(() => /unloaded after/.test(host.log()), 10000, "the unload");
@@ -124,6 +132,8 @@ await s.run(async () => {
   const cache = fixtureHubCache({
     "nickypro/tinyllama-15M": "models/stories260K",
     "distilbert/distilbert-base-uncased-finetuned-sst-2-english": "models/tiny-distilbert-cls",
+    // a header that promises more bytes than the file holds
+    "test/broken": { dirs: ["models/stories260K"], files: { "model.safetensors": "\u0040\u0000\u0000\u0000\u0000\u0000\u0000\u0000{\"x\":{\"dtype\":\"F32\",\"shape\":[1000],\"data_offsets\":[0,4000]}}" } },
   });
   const apps = tempDir("ms-apps-");
   writeApp(apps, "test/story", { models: ["nickypro/tinyllama-15M"] }, {
@@ -144,6 +154,11 @@ app.interface{fn=function(n)
     coroutine.yield(tostring(i))
   end
   return last end, inputs={"number"}, outputs="text"}`,
+  });
+  writeApp(apps, "test/broken", { models: ["test/broken"] }, {
+    "app.lua": `local m = model("test/broken")
+app.interface{fn=function(p, n) local out = p for piece in m:generate(p, {max_new_tokens=n}) do out = out .. piece end return out end,
+  inputs={"text", "number"}, outputs="text"}`,
   });
   writeApp(apps, "test/nlp", { models: ["distilbert/distilbert-base-uncased-finetuned-sst-2-english"] }, {
     "app.lua": `local m = model("distilbert/distilbert-base-uncased-finetuned-sst-2-english")
