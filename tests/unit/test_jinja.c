@@ -182,6 +182,16 @@ TEST(for_loop_variables) {
 	CHECK_RENDER("{% for x in [1, 2, 3] %}{{ loop.cycle('a', 'b') }}{{ loop.previtem is defined }}{% endfor %}", NULL, "aFalsebTrueaTrue");
 }
 
+/* loop.* is computed per access: a long loop stays far below the memory limit */
+TEST(long_loop_within_limits) {
+	ms_jinja_opts o;
+	ms_jinja_opts_default(&o);
+	o.max_memory = 48u << 20; /* ~700 bytes an iteration would need 140 MiB */
+	const char *r = render_opts("{% for i in range(200000) %}{% set x = loop.index %}{% if loop.last %}{{ x }} {{ loop['length'] }}{% endif %}{% endfor %}", NULL, &o);
+	CHECK_MSG(r != NULL, "%d %s", last_rc, last_err);
+	CHECK_STR(r, "200000 200000");
+}
+
 TEST(loop_controls) {
 	CHECK_RENDER("{% for i in range(10) %}{% if i == 2 %}{% continue %}{% endif %}{% if i == 5 %}{% break %}{% endif %}{{ i }}{% endfor %}",
 	             NULL, "0134");
