@@ -615,6 +615,16 @@ static void on_head_done(xfer *x, CURLcode res) {
 	try_lock(hf);
 }
 
+/* Makes x the file's transfer and starts it; a failure to start fails the file. */
+static void file_start_xfer(ms_hub *hub, hfile *hf, xfer *x) {
+	hf->x = x;
+	if (xfer_start(hub, x)) {
+		hf->x = NULL;
+		xfer_free(x);
+		file_fail(hf, MS_ENOMEM, "out of memory");
+	}
+}
+
 static void start_head(hfile *hf) {
 	ms_hub *hub = hf->f->hub;
 	hf->state = FS_HEAD;
@@ -624,12 +634,7 @@ static void start_head(hfile *hf) {
 	curl_easy_setopt(x->easy, CURLOPT_FOLLOWLOCATION, 0L);
 	xfer_add_header(x, "Accept-Encoding: identity");
 	xfer_auth(hub, x);
-	hf->x = x;
-	if (xfer_start(hub, x)) {
-		hf->x = NULL;
-		xfer_free(x);
-		file_fail(hf, MS_ENOMEM, "out of memory");
-	}
+	file_start_xfer(hub, hf, x);
 }
 
 static int blob_ready(hfile *hf) {
@@ -964,12 +969,7 @@ static void start_get(hfile *hf) {
 	}
 	hf->got_first = 0;
 	hf->io_error = 0;
-	hf->x = x;
-	if (xfer_start(hub, x)) {
-		hf->x = NULL;
-		xfer_free(x);
-		file_fail(hf, MS_ENOMEM, "out of memory");
-	}
+	file_start_xfer(hub, hf, x);
 }
 
 static void sha_work(uv_work_t *w) {
