@@ -26,7 +26,8 @@ struct ms_worker {
 	uv_pipe_t sock;
 	struct log_pipe out, err;
 	ms_frame_reader reader;
-	ms_buf scratch; /* the frame being sent */
+	ms_buf pending; /* frames sent during this loop iteration, written together before it polls */
+	uv_prepare_t flush;
 	ms_worker_cbs cbs;
 	void *ud;
 	int open_handles;
@@ -64,7 +65,7 @@ static void maybe_finish(ms_worker *w) {
 	w->finished = 1;
 	if (w->cbs.on_exit) w->cbs.on_exit(w, w->exit_status, w->term_signal, w->kill_reason, w->ud);
 	ms_frame_reader_free(&w->reader);
-	ms_buf_free(&w->scratch);
+	ms_buf_free(&w->pending);
 	ms_buf_free(&w->out.line);
 	ms_buf_free(&w->err.line);
 	free(w->kill_reason);
@@ -76,6 +77,8 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int sig) {
 	w->exited = 1;
 	w->exit_status = status;
 	w->term_signal = sig;
+	ms_buf_reset(&w->pending); /* nobody reads it any more */
+	close_handle(w, (uv_handle_t *)&w->flush);
 	/* the process is gone: its socket and pipes are read to their end (a last frame may
 	 * still be in them, e.g. the answer before a hard stop) and close on EOF */
 	close_handle(w, (uv_handle_t *)p);
@@ -162,11 +165,13 @@ int ms_worker_spawn(uv_loop_t *loop, const ms_worker_opts *opts, const ms_worker
 	uv_pipe_init(loop, &w->sock, 0);
 	uv_pipe_init(loop, &w->out.pipe, 0);
 	uv_pipe_init(loop, &w->err.pipe, 0);
+	uv_prepare_init(loop, &w->flush);
+	w->flush.data = w;
 	w->sock.data = w;
 	w->out.pipe.data = w;
 	w->err.pipe.data = w;
 	w->proc.data = w;
-	w->open_handles = 3;
+	w->open_handles = 4;
 
 	uv_stdio_container_t stdio[8];
 	int n_extra = opts->n_extra_fds > 4 ? 4 : opts->n_extra_fds;
@@ -210,15 +215,16 @@ int ms_worker_spawn(uv_loop_t *loop, const ms_worker_opts *opts, const ms_worker
 		/* the process handle is not active; close the pipes and free without on_exit */
 		w->cbs.on_exit = NULL;
 		w->exited = 1;
-		w->open_handles = 4;
+		w->open_handles = 5;
 		w->sock_closed = 1;
+		uv_close((uv_handle_t *)&w->flush, on_handle_closed);
 		uv_close((uv_handle_t *)&w->proc, on_handle_closed);
 		uv_close((uv_handle_t *)&w->sock, on_handle_closed);
 		uv_close((uv_handle_t *)&w->out.pipe, on_handle_closed);
 		uv_close((uv_handle_t *)&w->err.pipe, on_handle_closed);
 		return MS_EIO;
 	}
-	w->open_handles = 4;
+	w->open_handles = 5;
 	uv_pipe_open(&w->sock, sv[0]);
 	uv_read_start((uv_stream_t *)&w->sock, alloc_cb, on_sock_read);
 	uv_read_start((uv_stream_t *)&w->out.pipe, alloc_cb, on_log_read);
@@ -233,35 +239,53 @@ static void on_write(uv_write_t *req, int status) {
 	free(wr);
 }
 
-/* Most frames fit the socket at once: try to write them directly (no allocation, no
- * write request, no epoll change), and queue only what is left. Frames keep their order
- * because nothing is tried while earlier writes are still queued. */
-int ms_worker_send(ms_worker *w, const json_t *msg) {
-	if (w->exited || w->killed || w->sock_closed) return MS_ECLOSED;
-	ms_buf *b = &w->scratch;
-	ms_buf_reset(b);
-	if (ms_frame_encode_json(b, msg)) return MS_ENOMEM;
+/* Most writes fit the socket at once: try them directly (no allocation, no write
+ * request, no epoll change), and queue only what is left. Bytes keep their order because
+ * nothing is tried while earlier writes are still queued. */
+static int write_now(ms_worker *w, const char *data, size_t len) {
 	size_t off = 0;
 	if (uv_stream_get_write_queue_size((uv_stream_t *)&w->sock) == 0) {
-		uv_buf_t ub = uv_buf_init(b->data, (unsigned)b->len);
+		uv_buf_t ub = uv_buf_init((char *)data, (unsigned)len);
 		int n = uv_try_write((uv_stream_t *)&w->sock, &ub, 1);
 		if (n > 0) off = (size_t)n;
 		else if (n != UV_EAGAIN) return MS_ECLOSED;
 	}
-	if (off == b->len) return 0;
+	if (off == len) return 0;
 	struct write_req *wr = malloc(sizeof *wr);
-	char *rest = malloc(b->len - off);
+	char *rest = malloc(len - off);
 	if (!wr || !rest) {
 		free(wr), free(rest);
 		return MS_ENOMEM;
 	}
-	memcpy(rest, b->data + off, b->len - off);
+	memcpy(rest, data + off, len - off);
 	wr->data = rest;
-	uv_buf_t ub = uv_buf_init(rest, (unsigned)(b->len - off));
+	uv_buf_t ub = uv_buf_init(rest, (unsigned)(len - off));
 	if (uv_write(&wr->req, (uv_stream_t *)&w->sock, &ub, 1, on_write)) {
 		free(rest), free(wr);
 		return MS_ECLOSED;
 	}
+	return 0;
+}
+
+/* Runs before the loop polls again: everything sent since goes out in one write. */
+static void on_flush(uv_prepare_t *p) {
+	ms_worker *w = p->data;
+	uv_prepare_stop(p);
+	if (w->pending.len && !w->exited && !w->killed && !w->sock_closed) write_now(w, w->pending.data, w->pending.len);
+	if (w->pending.cap > (1u << 20)) ms_buf_free(&w->pending); /* e.g. an init with big files */
+	else ms_buf_reset(&w->pending);
+}
+
+/* Frames are gathered until the loop is about to wait: a loop iteration that hands a
+ * worker several calls (pipelining) costs it one write and the worker one read. */
+int ms_worker_send(ms_worker *w, const json_t *msg) {
+	if (w->exited || w->killed || w->sock_closed) return MS_ECLOSED;
+	size_t before = w->pending.len;
+	if (ms_frame_encode_json(&w->pending, msg)) {
+		w->pending.len = before;
+		return MS_ENOMEM;
+	}
+	if (!before) uv_prepare_start(&w->flush, on_flush);
 	return 0;
 }
 
