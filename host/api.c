@@ -123,8 +123,9 @@ void ms_api_space(ms_host *h, ms_http_req *req, char **args) {
 	json_object_set_new(j, "logs", logs);
 	json_object_set_new(j, "liked", json_boolean(*token_name && ms_store_liked(h->store, app->id, token_name) == 1));
 	json_object_set_new(j, "api_url", json_string(api_url));
-	json_object_set_new(j, "queue", json_pack("{s:i,s:i,s:i}", "waiting", app->queued, "running", app->running,
-						  "concurrency", app->concurrency));
+	int ahead = ms_app_sent_ahead(app);
+	json_object_set_new(j, "queue", json_pack("{s:i,s:i,s:i,s:i}", "waiting", app->queued, "running", app->running - ahead,
+						  "sent_ahead", ahead, "concurrency", app->concurrency));
 	respond_obj(req, 200, j);
 }
 

@@ -6,6 +6,14 @@
  * old version finish their call and stop (retiring); new calls go to the new version.
  * A worker that dies unexpectedly fails its call with a clear error and is restarted with
  * backoff; five crashes within a minute put the app in RUNTIME_ERROR.
+ *
+ * Pipelining: when every worker the app may have is busy and its calls are short, calls
+ * are sent ahead into a worker's socket (up to PIPELINE_DEPTH) instead of waiting for
+ * its answer, so the worker goes from one call to the next without a round trip through
+ * the host, and one read or write carries several frames. A call sent ahead counts as
+ * started only when the call before it ends: its deadline and its process_starts wait
+ * until then (a cancel does not: the worker remembers it). If the worker stops, calls it
+ * never started go back to the front of the queue.
  */
 #include <signal.h>
 #include <stdarg.h>
@@ -23,6 +31,11 @@
 /* Workers loading at once, host-wide: starting every app's worker together on a small
  * machine makes each start slow enough to pass its time limit. */
 #define MAX_STARTING 4
+/* Calls sent ahead per worker, and the average call duration up to which it is done: for
+ * longer calls the round trip is noise, and a call stuck behind a long one could have
+ * gone to a worker that frees up sooner. */
+#define PIPELINE_DEPTH 8
+#define PIPELINE_MAX_MS 5.0
 
 static void dispatch(ms_app *app);
 static void spawn_worker(ms_app *app);
@@ -204,6 +217,20 @@ static void finish_call(ms_app_worker *aw, int ok) {
 	record_run(app, ms, ok);
 }
 
+static void begin_next(ms_app_worker *aw);
+static void take_back_piped(ms_app_worker *aw);
+
+/* The running call goes back to the head of the pipeline: the worker never started it. */
+static void unbegin_call(ms_app_worker *aw) {
+	ms_call *c = aw->call;
+	uv_timer_stop(&aw->deadline);
+	aw->call = NULL;
+	c->pnext = aw->pipe_head;
+	aw->pipe_head = c;
+	if (!aw->pipe_tail) aw->pipe_tail = c;
+	aw->n_piped++;
+}
+
 static void on_worker_exit(ms_worker *w, int64_t status, int sig, const char *reason, void *ud) {
 	ms_app_worker *aw = ud;
 	ms_app *app = aw->app;
@@ -221,8 +248,12 @@ static void on_worker_exit(ms_worker *w, int64_t status, int sig, const char *re
 	else if (sig) snprintf(why, sizeof why, "%s (signal %d)", signal_reason(sig), sig);
 	else snprintf(why, sizeof why, "it exited with status %lld", (long long)status);
 	/* status 3: a hard stop, the worker ended a runaway call itself after answering it
-	 * (sandbox/PROTOCOL.md); a replacement starts, but it is no crash */
-	int hard_stop = !sig && status == 3 && aw->ready && !aw->call;
+	 * (sandbox/PROTOCOL.md); a replacement starts, but it is no crash. A call that became
+	 * the running one after that answer never ran: it goes back to the queue (once). */
+	int head_never_ran = aw->call && !sig && status == 3 && aw->ready && !aw->head_heard && !aw->call->requeued;
+	int hard_stop = !sig && status == 3 && aw->ready && (!aw->call || head_never_ran);
+	if (head_never_ran) unbegin_call(aw);
+	take_back_piped(aw);
 	int expected = aw->retiring || app->removed || h->shutting_down || hard_stop;
 	if (!expected) {
 		ms_app_log(app, "[moonspace] worker %d stopped: %s", (int)ms_worker_pid(w), why);
@@ -375,8 +406,10 @@ static void on_call_message(ms_app_worker *aw, const char *t, json_t *msg) {
 	} else {
 		return protocol_violation(aw, "an unknown message type");
 	}
+	if (aw->call) return; /* still running */
+	if (aw->proc && ms_worker_alive(aw->proc)) begin_next(aw);
 	if (aw->retiring && !aw->call && aw->proc) ms_worker_kill(aw->proc, NULL);
-	if (!aw->call) dispatch(aw->app);
+	dispatch(aw->app);
 }
 
 static void on_worker_message(ms_worker *w, json_t *msg, void *ud) {
@@ -406,6 +439,7 @@ static void on_worker_message(ms_worker *w, json_t *msg, void *ud) {
 	json_t *id = json_object_get(msg, "id");
 	if (!aw->call || !json_is_integer(id) || json_integer_value(id) != aw->call->seq)
 		return protocol_violation(aw, "a message for a call that is not in flight");
+	aw->head_heard = 1;
 	on_call_message(aw, t, msg);
 }
 
@@ -450,6 +484,18 @@ static void queue_remove(ms_app *app, ms_call *c) {
 	app->queued--;
 }
 
+static void queue_push_front(ms_app *app, ms_call *c) {
+	c->status = MS_CALL_QUEUED;
+	c->requeued = 1;
+	c->qprev = NULL;
+	c->qnext = app->queue_head;
+	if (app->queue_head) app->queue_head->qprev = c;
+	else app->queue_tail = c;
+	app->queue_head = c;
+	app->queued++;
+	app->queued_followed += c->followed;
+}
+
 static void send_estimations(ms_app *app) {
 	if (!app->queued_followed) return; /* nobody waiting follows a queue position */
 	int rank = 0;
@@ -470,22 +516,99 @@ static int current_workers(ms_app *app) {
 	return n;
 }
 
-static void start_call(ms_app_worker *aw, ms_call *call) {
-	ms_app *app = aw->app;
-	aw->call = call;
-	call->worker = aw;
-	call->status = MS_CALL_RUNNING;
-	call->t_start = ms_now_ns();
-	app->running++;
-	const json_t *ep = ms_app_endpoint(app, call->fn_index);
+static void send_call(ms_app_worker *aw, ms_call *call) {
+	const json_t *ep = ms_app_endpoint(aw->app, call->fn_index);
 	unsigned seed = (unsigned)(ms_now_ns() ^ (uint64_t)call->seq * 2654435761u);
 	json_t *msg = json_pack("{s:s,s:i,s:O,s:O,s:s,s:i}", "t", "call", "id", call->seq, "api_name",
 				json_object_get(ep, "api_name"), "data", call->data, "session",
 				call->session ? call->session->hash : call->event_id, "seed", (int)(seed & 0x7fffffff));
 	send_to_worker(aw, msg);
-	uv_update_time(app->host->loop);
-	uv_timer_start(&aw->deadline, on_deadline, (uint64_t)app->timeout_s * 1000 + 1000, 0);
+}
+
+/* The worker starts this call now: the one before it (if any) has ended. */
+static void begin_call(ms_app_worker *aw, ms_call *call) {
+	aw->call = call;
+	aw->head_heard = 0;
+	call->t_start = ms_now_ns();
+	uv_update_time(aw->app->host->loop);
+	uv_timer_start(&aw->deadline, on_deadline, (uint64_t)aw->app->timeout_s * 1000 + 1000, 0);
 	ms_call_started(call);
+}
+
+static void start_call(ms_app_worker *aw, ms_call *call) {
+	call->worker = aw;
+	call->status = MS_CALL_RUNNING;
+	aw->app->running++;
+	send_call(aw, call);
+	if (!aw->call) return begin_call(aw, call);
+	call->pnext = NULL;
+	if (aw->pipe_tail) aw->pipe_tail->pnext = call;
+	else aw->pipe_head = call;
+	aw->pipe_tail = call;
+	aw->n_piped++;
+}
+
+/* The running call ended: the worker goes on with the next one sent ahead. */
+static void begin_next(ms_app_worker *aw) {
+	ms_call *next = aw->pipe_head;
+	if (!next || aw->call) return;
+	aw->pipe_head = next->pnext;
+	if (!aw->pipe_head) aw->pipe_tail = NULL;
+	aw->n_piped--;
+	next->pnext = NULL;
+	begin_call(aw, next);
+}
+
+static void queue_push_front(ms_app *app, ms_call *c);
+
+/* The worker stopped: calls sent ahead never ran. They go back to the front of the queue
+ * in their order (or fail, when nothing will serve them). */
+static void take_back_piped(ms_app_worker *aw) {
+	ms_app *app = aw->app;
+	ms_call *back = NULL; /* reversed, so pushing each to the front keeps the order */
+	while (aw->pipe_head) {
+		ms_call *c = aw->pipe_head;
+		aw->pipe_head = c->pnext;
+		c->pnext = back;
+		back = c;
+	}
+	aw->pipe_tail = NULL;
+	if (aw->n_piped && !app->removed && !app->host->shutting_down)
+		MS_INFO("apps", "%s: %d calls sent ahead to a stopped worker go back to the queue", app->id, aw->n_piped);
+	aw->n_piped = 0;
+	while (back) {
+		ms_call *c = back;
+		back = c->pnext;
+		c->pnext = NULL;
+		c->worker = NULL;
+		app->running--;
+		if (c->cancelled) ms_call_cancelled(c);
+		else if (app->removed) ms_call_failed(c, "This app was removed.");
+		else if (app->host->shutting_down) ms_call_failed(c, "The server is shutting down.");
+		else queue_push_front(app, c);
+	}
+}
+
+/* The busy worker with the fewest calls sent ahead, when every worker the app may have
+ * is up and busy and its calls are short (see the top of this file); else NULL. */
+static ms_app_worker *pipeline_worker(ms_app *app) {
+	if (app->avg_ms <= 0 || app->avg_ms > PIPELINE_MAX_MS || app->starting > 0) return NULL;
+	if (current_workers(app) < app->concurrency) return NULL; /* another worker may start */
+	ms_app_worker *best = NULL;
+	for (int i = 0; i < app->n_workers; i++) {
+		ms_app_worker *aw = app->workers[i];
+		if (!aw->ready || aw->retiring || !aw->call || !aw->proc || !ms_worker_alive(aw->proc) || aw->src != app->src ||
+		    aw->n_piped >= PIPELINE_DEPTH)
+			continue;
+		if (!best || aw->n_piped < best->n_piped) best = aw;
+	}
+	return best;
+}
+
+int ms_app_sent_ahead(const ms_app *app) {
+	int n = 0;
+	for (int i = 0; i < app->n_workers; i++) n += app->workers[i]->n_piped;
+	return n;
 }
 
 void ms_app_dispatch(ms_app *app) { dispatch(app); }
@@ -495,6 +618,7 @@ static void dispatch(ms_app *app) {
 	int started = 0;
 	while (app->queue_head && !app->removed) {
 		ms_app_worker *aw = idle_worker(app);
+		if (!aw) aw = pipeline_worker(app);
 		if (!aw) break;
 		ms_call *c = app->queue_head;
 		queue_remove(app, c);
@@ -560,6 +684,7 @@ void ms_app_cancel_call(ms_app *app, ms_call *call) {
 		return;
 	}
 	ms_app_worker *aw = call->worker;
+	/* a call sent ahead too: the worker remembers cancels for calls it has not started */
 	if (aw && aw->proc) ms_worker_cancel(aw->proc, call->seq);
 }
 

@@ -52,7 +52,10 @@ struct ms_app_worker {
 	ms_appsrc *src;      /* the version this worker runs */
 	int ready;           /* answered "ready" */
 	int retiring;        /* finish the current call, then stop (an older version) */
-	ms_call *call;       /* the call in flight */
+	ms_call *call;       /* the call the worker is running */
+	ms_call *pipe_head, *pipe_tail; /* calls sent ahead, not started yet (apps.c: pipelining) */
+	int n_piped;
+	int head_heard;      /* a frame about the running call arrived */
 	uv_timer_t deadline; /* wall-clock limit of the call in flight */
 	int timer_open;
 	uint64_t started_ns;
@@ -79,7 +82,7 @@ struct ms_app {
 	ms_call *queue_head, *queue_tail; /* calls waiting for a worker */
 	int queued;
 	int queued_followed; /* queued calls whose client follows estimations (queue/join) */
-	int running;
+	int running;         /* calls handed to workers: running, or sent ahead (pipelined) */
 
 	/* crash-loop accounting */
 	uint64_t crash_times[5];
@@ -126,6 +129,7 @@ struct ms_call {
 	ms_call_status status;
 	int cancelled;
 	int followed;          /* counted in app->queued_followed while queued */
+	int requeued;          /* put back in the queue once after its worker stopped */
 	uint64_t t_join, t_start;
 	json_t *last_output;   /* the last full value sent (for diffs) */
 	int n_generating;
@@ -138,6 +142,7 @@ struct ms_call {
 	ms_http_req *run_req;
 
 	ms_call *qnext, *qprev; /* app queue */
+	ms_call *pnext;         /* the worker's pipeline */
 	ms_call *hnext;         /* event table bucket */
 	ms_call *lnext, *lprev; /* finished-call retention list */
 };
@@ -199,6 +204,8 @@ void ms_app_restart(ms_app *app);
 void ms_app_set_stage(ms_app *app, ms_stage stage, const char *error);
 /* Hands queued calls to free workers and starts workers as needed. */
 void ms_app_dispatch(ms_app *app);
+/* Calls handed to a worker ahead of the one it runs (pipelining, apps.c). */
+int ms_app_sent_ahead(const ms_app *app);
 
 /* ---- build.c ---- */
 /* Starts fetching the models the card names: 1 when the app must wait for them (stays

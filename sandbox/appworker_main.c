@@ -44,7 +44,7 @@ static void on_cancel(int sig, siginfo_t *si, void *uc) {
 	(void)sig, (void)uc;
 	if (si->si_code != SI_QUEUE) return;
 	if (!g_sdk.in_call || si->si_value.sival_int != (int)g_sdk.call_id) {
-		g_sdk.cancel_id = si->si_value.sival_int; /* its call has not started yet */
+		ms_sdk_note_early_cancel(&g_sdk, si->si_value.sival_int); /* its call has not started yet */
 		return;
 	}
 	if (!g_lua.tripped) {

@@ -756,6 +756,12 @@ static int wait_model(ms_sdk *k, int req, json_t **out) {
 		int rc = ms_frame_read_next_json(k->fd, &k->in, &k->lua->tripped, &m);
 		if (rc == MS_ECANCELED) return rc;
 		if (rc) return k->broken = 1, rc;
+		const char *t = json_string_value(json_object_get(m, "t"));
+		if (t && !strcmp(t, "call")) { /* sent ahead (pipelining): it runs after this one */
+			if (json_array_size(k->ahead) >= MS_SDK_MAX_AHEAD || json_array_append_new(k->ahead, m))
+				return k->broken = 1, MS_EPROTO;
+			continue;
+		}
 		json_t *r = json_object_get(m, "req");
 		if (json_is_integer(r) && json_integer_value(r) == req) {
 			*out = m;
@@ -1050,7 +1056,8 @@ int ms_sdk_init(ms_sdk *k, ms_lua *s, int fd, json_t *files, json_t *models, jso
 	k->lua = s, k->fd = fd, k->files = files;
 	k->models = json_is_array(models) ? models : NULL;
 	k->endpoints = json_array();
-	if (!k->endpoints) return MS_ENOMEM;
+	k->ahead = json_array();
+	if (!k->endpoints || !k->ahead) return MS_ENOMEM;
 	lua_State *L = s->L;
 	lua_pushcfunction(L, setup);
 	lua_pushlightuserdata(L, k);
@@ -1064,12 +1071,20 @@ int ms_sdk_init(ms_sdk *k, ms_lua *s, int fd, json_t *files, json_t *models, jso
 
 void ms_sdk_free(ms_sdk *k) {
 	json_decref(k->endpoints);
-	k->endpoints = NULL;
+	json_decref(k->ahead);
+	k->endpoints = k->ahead = NULL;
 	ms_frame_reader_free(&k->in);
 	ms_buf_free(&k->out);
 }
 
-int ms_sdk_read(ms_sdk *k, json_t **msg) { return ms_frame_read_next_json(k->fd, &k->in, NULL, msg); }
+int ms_sdk_read(ms_sdk *k, json_t **msg) {
+	if (json_array_size(k->ahead)) {
+		*msg = json_incref(json_array_get(k->ahead, 0));
+		json_array_remove(k->ahead, 0);
+		return 0;
+	}
+	return ms_frame_read_next_json(k->fd, &k->in, NULL, msg);
+}
 
 static const char *error_text(lua_State *L, int idx, char *buf, size_t len) {
 	if (lua_type(L, idx) == LUA_TSTRING) return lua_tostring(L, idx);
@@ -1301,6 +1316,21 @@ static int send_error(ms_sdk *k, const char *kind, const char *msg) {
 	return send_json(k, json_pack("{s:s,s:I,s:s,s:o}", "t", "error", "id", (json_int_t)k->call_id, "kind", kind, "message", s));
 }
 
+void ms_sdk_note_early_cancel(ms_sdk *k, int id) {
+	k->early_cancel[k->n_early_cancels % MS_SDK_EARLY_CANCELS] = id;
+	k->n_early_cancels = (k->n_early_cancels + 1) % (MS_SDK_EARLY_CANCELS * 1024);
+}
+
+/* 1 when the call was cancelled before it started (and forgets that cancel). */
+static int take_early_cancel(ms_sdk *k, long long id) {
+	for (int i = 0; i < MS_SDK_EARLY_CANCELS; i++)
+		if (k->early_cancel[i] == (sig_atomic_t)id) {
+			k->early_cancel[i] = 0;
+			return 1;
+		}
+	return 0;
+}
+
 static int run_call(ms_sdk *k, size_t epi, json_t *data, double timeout_s) {
 	ms_lua *s = k->lua;
 	lua_State *L = s->L;
@@ -1321,7 +1351,7 @@ static int run_call(ms_sdk *k, size_t epi, json_t *data, double timeout_s) {
 	k->in_call = 1;
 	s->trip_on_oom = 1;
 	s->running = co;
-	if (k->cancel_id == (sig_atomic_t)k->call_id) ms_lua_trip(s, MS_TRIP_CANCEL); /* cancelled early */
+	if (take_early_cancel(k, k->call_id)) ms_lua_trip(s, MS_TRIP_CANCEL);
 	for (;;) {
 		int nres = 0;
 		int st = lua_resume(co, L, nargs, &nres);

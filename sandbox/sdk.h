@@ -17,6 +17,11 @@
 #include "sandbox/frame.h"
 #include "sandbox/luastate.h"
 
+/* Calls the host may have sent ahead of the running one (it sends at most 8; more is a
+ * protocol violation). */
+#define MS_SDK_MAX_AHEAD 64
+#define MS_SDK_EARLY_CANCELS 16
+
 typedef struct ms_sdk {
 	ms_lua *lua;
 	int fd;
@@ -27,13 +32,17 @@ typedef struct ms_sdk {
 	volatile sig_atomic_t in_call;
 	volatile sig_atomic_t writing;  /* a frame write is under way */
 	long long call_id;
-	volatile sig_atomic_t cancel_id; /* a cancel that came before its call started */
+	/* cancels that came before their call started (calls sent ahead may be cancelled
+	 * while they wait): a ring, so the last MS_SDK_EARLY_CANCELS are remembered */
+	volatile sig_atomic_t early_cancel[MS_SDK_EARLY_CANCELS];
+	volatile sig_atomic_t n_early_cancels;
 	int next_req;
 	int broken;        /* the host stream is misaligned: exit after this call */
 	unsigned log_lines;
 	uint64_t last_progress_ns;
 	volatile long long hard_id; /* the call a hard stop answers for (-1: init) */
 	ms_frame_reader in;   /* frames from the host (buffered: one read per frame or less) */
+	json_t *ahead;        /* calls the host sent ahead, read while waiting for a model */
 	ms_buf out;           /* scratch for encoding frames to the host */
 } ms_sdk;
 
@@ -51,6 +60,9 @@ int ms_sdk_read(ms_sdk *k, json_t **msg);
 /* Serves one `call` message: streams yields/progress/logs and ends with done or error.
  * Returns 0, or MS_ECLOSED / MS_EPROTO when the worker must exit. */
 int ms_sdk_call(ms_sdk *k, json_t *call, double timeout_s);
+/* From the SIGUSR2 handler (async-signal-safe): remembers a cancel for call id, which has
+ * not started yet. */
+void ms_sdk_note_early_cancel(ms_sdk *k, int id);
 /* Starts (seconds > 0) or ends (0) the time budget whose SIGALRM trips the state. The
  * ITIMER_REAL timer is armed lazily and may fire when no budget is due: the SIGALRM handler
  * must ask ms_sdk_alarm_due() first and act only when it returns 1. */
