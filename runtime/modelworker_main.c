@@ -425,16 +425,34 @@ static int init(void) {
 	json_t *th = json_object_get(m, "threads");
 	char err[1024] = "";
 	int rc = MS_EPROTO;
-	if (t && strcmp(t, "init") == 0 && path) {
-		ms_model_opts o = {.n_threads = json_is_integer(th) ? (int)json_integer_value(th) : 1,
-				   .q8 = json_is_true(json_object_get(m, "q8"))};
-		rc = ms_model_load(path, &o, &model, err, sizeof err);
-		if (rc != 0 && only_tokenizer(path)) {
-			err[0] = 0;
-			rc = ms_tokenizer_load(path, &tok_only, err, sizeof err);
-		}
-	} else {
-		snprintf(err, sizeof err, "expected {\"t\":\"init\",\"path\":...}");
+	if (!t || strcmp(t, "init") != 0 || !path) {
+		send_json(json_pack("{s:s, s:s}", "t", "init_error", "message", "expected {\"t\":\"init\",\"path\":...}"));
+		json_decref(m);
+		return 1;
+	}
+	/* Lock down before reading the checkpoint: its parsers meet a possibly hostile file
+	 * with no network, no exec and no writes, as nobody. Files may still be opened for
+	 * reading until the seal below; threads are allowed (the pool's and the reader). */
+	json_t *mem = json_object_get(m, "memory_mb");
+	ms_isolate_opts iso = {.memory_mb = json_is_integer(mem) && json_integer_value(mem) > 0
+						    ? (size_t)json_integer_value(mem)
+						    : 8192,
+			       .keep_fd = sock_fd > 2 ? sock_fd : 2,
+			       .allow_threads = 1,
+			       .allow_reading = 1};
+	int dir_fd = -1; /* the snapshot directory the host passes as an inherited fd */
+	if (sscanf(path, "/proc/self/fd/%d", &dir_fd) == 1 && dir_fd > iso.keep_fd && dir_fd < 64) iso.keep_fd = dir_fd;
+	if (ms_isolate_apply(&iso, err, sizeof err) != 0) {
+		send_json(json_pack("{s:s, s:s}", "t", "init_error", "message", err));
+		json_decref(m);
+		return 1;
+	}
+	ms_model_opts o = {.n_threads = json_is_integer(th) ? (int)json_integer_value(th) : 1,
+			   .q8 = json_is_true(json_object_get(m, "q8"))};
+	rc = ms_model_load(path, &o, &model, err, sizeof err);
+	if (rc != 0 && only_tokenizer(path)) {
+		err[0] = 0;
+		rc = ms_tokenizer_load(path, &tok_only, err, sizeof err);
 	}
 	json_t *m_init = m;
 	if (rc != 0) {
@@ -442,24 +460,15 @@ static int init(void) {
 		json_decref(m_init);
 		return 1;
 	}
-	/* every thread exists before the lock-down (sanitizer runtimes make syscalls the
-	 * filter refuses when a thread starts) */
+	/* every thread exists before the seal (sanitizer runtimes read /proc when a thread
+	 * starts) */
 	if (pthread_create(&reader, NULL, reader_main, NULL) != 0) {
 		send_json(json_pack("{s:s, s:s}", "t", "init_error", "message", "cannot start a thread"));
 		json_decref(m_init);
 		return 1;
 	}
-	/* Lock down before serving any request. The checkpoint is read before (the
-	 * lock-down forbids opening files); it arrives as a directory the host opened, runs as
-	 * nobody, and its parsers are fuzzed under ASan. Threads are allowed (the pool's
-	 * workers exist already; the reader starts next). */
-	json_t *mem = json_object_get(m_init, "memory_mb");
-	ms_isolate_opts iso = {.memory_mb = json_is_integer(mem) && json_integer_value(mem) > 0
-						    ? (size_t)json_integer_value(mem)
-						    : 8192,
-			       .keep_fd = sock_fd > 2 ? sock_fd : 2,
-			       .allow_threads = 1};
-	if (ms_isolate_apply(&iso, err, sizeof err) != 0) {
+	if (dir_fd > sock_fd) close(dir_fd); /* everything is read and mapped */
+	if (ms_isolate_seal(err, sizeof err) != 0) {
 		send_json(json_pack("{s:s, s:s}", "t", "init_error", "message", err));
 		json_decref(m_init);
 		return 1;

@@ -39,6 +39,7 @@ static int apply_rlimits(const ms_isolate_opts *o, char *err, size_t errlen) {
 #endif
 	rlim_t cpu = o->cpu_s ? o->cpu_s : 6 * 3600;
 	int nofile = o->keep_fd + 1 > 8 ? o->keep_fd + 1 : 8;
+	if (o->allow_reading) nofile += 56; /* checkpoint files while they are read and mapped */
 	struct { int res; rlim_t val; const char *name; } lim[] = {
 		{RLIMIT_CPU, cpu, "RLIMIT_CPU"},
 		{RLIMIT_CORE, 0, "RLIMIT_CORE"},
@@ -82,11 +83,22 @@ static const int allowed[] = {
 	SCMP_SYS(getpid), SCMP_SYS(gettid), SCMP_SYS(getppid), SCMP_SYS(getuid), SCMP_SYS(geteuid),
 	SCMP_SYS(getgid), SCMP_SYS(getegid), SCMP_SYS(getrlimit), SCMP_SYS(getrusage),
 	SCMP_SYS(times), SCMP_SYS(sched_yield), SCMP_SYS(sched_getaffinity), SCMP_SYS(getcpu),
-	SCMP_SYS(uname),
+	SCMP_SYS(uname), SCMP_SYS(sysinfo) /* glibc's qsort asks for the memory size */,
 	-1};
 static const int thread_calls[] = {
 	SCMP_SYS(set_robust_list), SCMP_SYS(get_robust_list), SCMP_SYS(rseq), SCMP_SYS(membarrier),
 	-1};
+
+/* allow_reading: what opening and reading a checkpoint directory takes (glibc's open and
+ * fopen are openat; opendir adds getdents64; stat, access and realpath take paths) */
+static const int reading_calls[] = {
+	SCMP_SYS(getdents64), SCMP_SYS(readlink), SCMP_SYS(readlinkat), SCMP_SYS(faccessat),
+	SCMP_SYS(faccessat2), SCMP_SYS(access), SCMP_SYS(stat), SCMP_SYS(lstat), SCMP_SYS(statx),
+	SCMP_SYS(fadvise64), SCMP_SYS(getcwd),
+	SCMP_SYS(seccomp), /* for ms_isolate_seal(): a filter can only take more away */
+	-1};
+/* opening for anything but reading (and creating) stays forbidden even then */
+#define OPEN_WRITE_FLAGS (O_ACCMODE | O_CREAT | O_TRUNC | O_APPEND | __O_TMPFILE)
 
 static int add_nrs(scmp_filter_ctx ctx, const int *nrs) {
 	for (; *nrs != -1; nrs++) {
@@ -102,9 +114,23 @@ static int build_filter(scmp_filter_ctx ctx, const ms_isolate_opts *o) {
 	/* memory: never executable */
 	if (!rc) rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mmap), 1, SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
 	if (!rc) rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mprotect), 1, SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
+	/* a model worker's tokenizer tries PCRE2's JIT: it gets EPERM and falls back to the
+	 * interpreter, instead of dying */
+	if (!rc && o->allow_reading)
+		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(mmap), 1,
+				      SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, PROT_EXEC));
 	/* glibc's fstat is newfstatat(fd, "", st, AT_EMPTY_PATH) */
-	if (!rc) rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(newfstatat), 1,
-				       SCMP_A3(SCMP_CMP_MASKED_EQ, AT_EMPTY_PATH, AT_EMPTY_PATH));
+	if (!rc && !o->allow_reading)
+		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(newfstatat), 1,
+				      SCMP_A3(SCMP_CMP_MASKED_EQ, AT_EMPTY_PATH, AT_EMPTY_PATH));
+	if (!rc && o->allow_reading) {
+		rc = add_nrs(ctx, reading_calls);
+		if (!rc) rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(newfstatat), 0);
+		if (!rc) rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(openat), 1,
+					       SCMP_A2(SCMP_CMP_MASKED_EQ, OPEN_WRITE_FLAGS, O_RDONLY));
+		if (!rc) rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(open), 1,
+					       SCMP_A1(SCMP_CMP_MASKED_EQ, OPEN_WRITE_FLAGS, O_RDONLY));
+	}
 	/* isatty() on stdio */
 	if (!rc) rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1, SCMP_A1(SCMP_CMP_EQ, TCGETS));
 	/* signals to itself only (raise, abort) */
@@ -131,6 +157,29 @@ static int apply_seccomp(const ms_isolate_opts *o, char *err, size_t errlen) {
 	seccomp_release(ctx);
 	if (rc) return ms_errf(err, errlen, MS_EDENIED, "seccomp: %s", strerror(-rc));
 	note("%s", o->allow_threads ? " seccomp(threads)" : " seccomp");
+	if (o->allow_reading) note("%s", "(reading until sealed)");
+	return 0;
+}
+
+int ms_isolate_seal(char *err, size_t errlen) {
+	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+	if (!ctx) return ms_errf(err, errlen, MS_ENOMEM, "seccomp_init failed");
+	/* no-new-privs is set already (prctl is not allowed any more); every thread of the
+	 * process gets the filter (the pool's threads started after the first one) */
+	int rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0);
+	if (!rc) rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1);
+	for (const int *nr = reading_calls; !rc && *nr != -1; nr++)
+		rc = seccomp_rule_add(ctx, SCMP_ACT_KILL_PROCESS, *nr, 0);
+	if (!rc) rc = seccomp_rule_add(ctx, SCMP_ACT_KILL_PROCESS, SCMP_SYS(openat), 0);
+	if (!rc) rc = seccomp_rule_add(ctx, SCMP_ACT_KILL_PROCESS, SCMP_SYS(open), 0);
+	/* fstat (AT_EMPTY_PATH) stays; a stat by path goes */
+	if (!rc) rc = seccomp_rule_add(ctx, SCMP_ACT_KILL_PROCESS, SCMP_SYS(newfstatat), 1,
+				       SCMP_A3(SCMP_CMP_MASKED_EQ, AT_EMPTY_PATH, 0));
+	if (!rc) rc = seccomp_load(ctx);
+	seccomp_release(ctx);
+	if (rc) return ms_errf(err, errlen, MS_EDENIED, "seccomp (seal): %s", strerror(-rc));
+	char *r = strstr(summary, "(reading until sealed)");
+	if (r) snprintf(r, sizeof summary - (size_t)(r - summary), "%s", "+sealed");
 	return 0;
 }
 

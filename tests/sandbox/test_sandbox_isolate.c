@@ -63,6 +63,32 @@ TEST(threads_only_when_allowed) {
 		  "threads not allowed: status %#x", st);
 }
 
+/* A model worker locks down before it reads its checkpoint: while loading it may open
+ * files read-only, and nothing else; once sealed, not even that, in every thread. */
+TEST(model_worker_reading_then_sealed) {
+	int port;
+	int ls = listener(&port);
+	CHECK(ls >= 0);
+	int st = run_tool("open", port, "--reading", 1);
+	CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "reading: open read-only: status %#x", st);
+	const char *forbidden[] = {"open_write", "socket", "execve", "fork"};
+	for (size_t i = 0; i < sizeof forbidden / sizeof *forbidden; i++) {
+		st = run_tool(forbidden[i], port, "--control", 1);
+		CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "control %s: status %#x", forbidden[i], st);
+		st = run_tool(forbidden[i], port, "--reading", 1);
+		CHECK_MSG((WIFSIGNALED(st) && WTERMSIG(st) == SIGSYS) || (WIFEXITED(st) && WEXITSTATUS(st) == 3),
+			  "reading: %s: status %#x (want SIGSYS or refused)", forbidden[i], st);
+	}
+	const char *after_seal[] = {"open", "thread_open"};
+	for (size_t i = 0; i < sizeof after_seal / sizeof *after_seal; i++) {
+		st = run_tool(after_seal[i], port, "--control", 1);
+		CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "control %s: status %#x", after_seal[i], st);
+		st = run_tool(after_seal[i], port, "--sealed", 1);
+		CHECK_MSG(WIFSIGNALED(st) && WTERMSIG(st) == SIGSYS, "sealed: %s: status %#x (want SIGSYS)", after_seal[i], st);
+	}
+	close(ls);
+}
+
 TEST(refuses_uid_0) {
 	if (getuid() != 0) SKIP("not root");
 	int st = run_tool("open", 0, "", 0);
