@@ -18,7 +18,8 @@ app.interface{fn=function(x)
   return (("a"):rep(1e5)):find(".-.-.-.-b$") -- C code: only the worker's hard stop ends it
 end, inputs={"text"}, outputs="text", api_name="stuck"}
 app.interface{fn=function(x)
-  local t = {}
+  local t, t0 = {}, os.clock()
+  while os.clock() - t0 < 0.8 do end -- long enough for the calls behind it to be sent ahead
   for i = 1, 1e6 do t[i] = ("x"):rep(1e6) .. i end
   return "never"
 end, inputs={"text"}, outputs="text", api_name="hog"}
