@@ -41,6 +41,7 @@ static void dispatch(ms_app *app);
 static void spawn_worker(ms_app *app);
 static void start_done(ms_host *h);
 static void maybe_free_app(ms_app *app);
+static void fail_queue(ms_app *app, const char *why);
 
 const char *ms_stage_name(ms_stage s) {
 	static const char *names[] = {"BUILDING", "RUNNING", "SLEEPING", "RUNTIME_ERROR",
@@ -79,6 +80,15 @@ void ms_app_set_stage(ms_app *app, ms_stage stage, const char *error) {
 	}
 	if (app->host->store) ms_store_app_set_status(app->host->store, app->id, ms_stage_name(stage), error);
 	ms_build_notify(app);
+	if (ms_stage_is_error(stage) && app->queue_head) { /* nothing will serve them until a restart */
+		char why[700];
+		snprintf(why, sizeof why, "The app stopped (%s): %s", ms_stage_name(stage), error ? error : "see its page");
+		fail_queue(app, why);
+	}
+}
+
+int ms_stage_is_error(ms_stage s) {
+	return s == MS_STAGE_RUNTIME_ERROR || s == MS_STAGE_BUILD_ERROR || s == MS_STAGE_CONFIG_ERROR || s == MS_STAGE_NO_APP_FILE;
 }
 
 #define set_stage ms_app_set_stage

@@ -39,7 +39,7 @@ static ms_app *route_app(ms_host *h, ms_http_req *req, char **args, int need_run
 						     "code", "unauthorized", "message", "This app needs a token."));
 		return NULL;
 	}
-	if (need_running && !app->iface) {
+	if (need_running && (!app->iface || ms_stage_is_error(app->stage))) {
 		char msg[600];
 		snprintf(msg, sizeof msg, "The app is not running (%s)%s%s", ms_stage_name(app->stage), app->error ? ": " : ".",
 			 app->error ? app->error : "");

@@ -39,6 +39,8 @@ typedef enum ms_stage {
 	MS_STAGE_NO_APP_FILE,
 } ms_stage;
 const char *ms_stage_name(ms_stage s);
+/* An error stage: the app serves no calls until it changes or is restarted. */
+int ms_stage_is_error(ms_stage s);
 
 #define MS_APP_LOG_LINES 200
 #define MS_APP_MAX_WORKERS 64

@@ -30,6 +30,51 @@ s.test("a crash loop ends in RUNTIME_ERROR with the worker's last log lines", as
   }
 });
 
+// A worker that starts fine and dies on every call: the crash loop must not strand the calls
+// still waiting (nothing serves them until a restart), and new calls are refused at once.
+const CRASH_ON_CALL = `#!/usr/bin/env node
+const net = require("node:net");
+const sock = new net.Socket({ fd: 3, readable: true, writable: true });
+const send = (o) => { const b = Buffer.from(JSON.stringify(o)); const h = Buffer.alloc(4); h.writeUInt32LE(b.length); sock.write(Buffer.concat([h, b])); };
+let buf = Buffer.alloc(0);
+sock.on("data", (d) => {
+  buf = Buffer.concat([buf, d]);
+  while (buf.length >= 4 && buf.length >= 4 + buf.readUInt32LE(0)) {
+    const m = JSON.parse(buf.subarray(4, 4 + buf.readUInt32LE(0)));
+    buf = buf.subarray(4 + buf.readUInt32LE(0));
+    if (m.t === "init") send({ t: "ready", title: null, description: null, endpoints: [{ api_name: "predict", params: ["x"],
+      inputs: [{ type: "textbox", props: { label: "x" } }], outputs: [{ type: "textbox", props: { label: "out" } }], examples: [], stream: false }] });
+    else if (m.t === "call") { console.error("fake worker: crashing on call " + m.id); process.exit(1); }
+  }
+});
+`;
+
+s.test("a crash loop fails the calls still waiting, and refuses new ones", async ({ apps }) => {
+  const bin = tempDir("ms-bin-");
+  chmodSync(bin, 0o755);
+  const fake = join(bin, "crash-on-call");
+  writeFileSync(fake, CRASH_ON_CALL);
+  chmodSync(fake, 0o755);
+  const host = await startHost({ apps: [apps], args: ["--appworker", fake] });
+  try {
+    await waitFor(async () => (await info(host, "test/ok")).runtime.stage === "RUNNING", 15000, "RUNNING");
+    const url = `${host.url}/spaces/test/ok/gradio_api/run/predict`;
+    const call = async () => {
+      const r = await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ data: ["x"] }) });
+      return { status: r.status, body: await r.json() };
+    };
+    const answers = await Promise.all(Array.from({ length: 10 }, call)); // more calls than crashes allowed
+    answers.forEach((a) => assert(a.status >= 500 && typeof a.body.error === "string", JSON.stringify(a)));
+    assert(answers.some((a) => /The app stopped \(RUNTIME_ERROR\)/.test(a.body.error)), JSON.stringify(answers));
+    const later = await call();
+    assertEq(later.status, 503, "a new call is refused at once");
+    assert(/RUNTIME_ERROR/.test(later.body.detail || later.body.error), JSON.stringify(later.body));
+  } finally {
+    await host.stop();
+    rmSync(bin, { recursive: true, force: true });
+  }
+});
+
 s.test("restart brings an app back after a runtime error", async ({ apps }) => {
   const host = await startHost({ apps: [apps] });
   try {
