@@ -254,6 +254,53 @@ TEST(cancel_before_the_call_starts) {
 	wk_free(&w);
 }
 
+/* Pipelining (sandbox/PROTOCOL.md): the host may send calls ahead of the running one. A call
+ * frame that arrives while the running call waits for a model is kept and run after it, in
+ * order; cancels for several calls that have not started are all remembered. */
+TEST(calls_sent_ahead_run_in_order) {
+	wk w;
+	json_t *r = start(&w, "local m = model('org/tiny')\n"
+			      "app.interface{ fn = function(p)\n"
+			      "  if p == 'model' then return m:classify('x')[1].label end\n"
+			      "  return 'echo:' .. p end, inputs = 'text', outputs = 'text' }\n",
+			  64, 5, json_pack("[s]", "org/tiny"));
+	CHECK_STR(wk_type(r), "ready");
+	union sigval v = {.sival_int = 12};
+	CHECK(sigqueue(w.pid, SIGUSR2, v) == 0); /* 12 and 14 are cancelled before they start */
+	v.sival_int = 14;
+	CHECK(sigqueue(w.pid, SIGUSR2, v) == 0);
+	usleep(50000);
+	CHECK(wk_send(&w, json_pack("{s:s,s:i,s:s,s:[s],s:s,s:i}", "t", "call", "id", 10, "api_name", "predict", "data", "model", "session", "s", "seed", 1)) == 0);
+	json_t *m = wk_recv(&w, 5);
+	CHECK_STR(wk_type(m), "model");
+	int req = (int)json_integer_value(json_object_get(m, "req"));
+	for (int id = 11; id <= 14; id++) { /* sent ahead while call 10 waits for the model */
+		char in[16];
+		snprintf(in, sizeof in, "c%d", id);
+		CHECK(wk_send(&w, json_pack("{s:s,s:i,s:s,s:[s],s:s,s:i}", "t", "call", "id", id, "api_name", "predict", "data", in, "session", "s", "seed", 1)) == 0);
+	}
+	usleep(50000);
+	wk_send(&w, json_pack("{s:s,s:i,s:[{s:s,s:f}]}", "t", "model_result", "req", req, "result", "label", "POS", "score", 0.9));
+	const char *want[] = {"done:[\"POS\"]", "done:[\"echo:c11\"]", "error:cancelled", "done:[\"echo:c13\"]", "error:cancelled"};
+	for (int i = 0; i < 5; i++) {
+		m = wk_recv(&w, 5);
+		CHECK(m != NULL);
+		CHECK_MSG(json_integer_value(json_object_get(m, "id")) == 10 + i, "answer %d is for call %lld", i,
+			  (long long)json_integer_value(json_object_get(m, "id")));
+		char got[128];
+		if (!strcmp(wk_type(m), "done")) {
+			char *d = json_dumps(json_object_get(m, "data"), JSON_COMPACT);
+			snprintf(got, sizeof got, "done:%s", d ? d : "?");
+			free(d);
+		} else {
+			snprintf(got, sizeof got, "%s:%s", wk_type(m), json_string_value(json_object_get(m, "kind")));
+		}
+		CHECK_STR(got, want[i]);
+		json_decref(m);
+	}
+	wk_free(&w);
+}
+
 TEST(outputs_read_raw) {
 	wk w;
 	start_ok(&w, "app.interface{ fn = function() local bad = function() error('boom') end\n"
