@@ -299,7 +299,7 @@ void ms_worker_kill(ms_worker *w, const char *reason) {
 int ms_worker_cancel(ms_worker *w, int id) {
 	if (w->exited) return MS_ECLOSED;
 	union sigval v = {.sival_int = id};
-	return sigqueue(w->proc.pid, SIGUSR2, v) == 0 ? 0 : MS_EIO;
+	return sigqueue(w->proc.pid, MS_SIG_CANCEL, v) == 0 ? 0 : MS_EIO;
 }
 
 pid_t ms_worker_pid(const ms_worker *w) { return w->proc.pid; }

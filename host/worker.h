@@ -42,7 +42,7 @@ int ms_worker_spawn(uv_loop_t *loop, const ms_worker_opts *opts, const ms_worker
 int ms_worker_send(ms_worker *w, const json_t *msg);
 /* SIGKILLs the worker (idempotent); on_exit follows with this reason. */
 void ms_worker_kill(ms_worker *w, const char *reason);
-/* Asks the worker to cancel call `id` (sigqueue SIGUSR2 with the id). */
+/* Asks the worker to cancel call `id` (sigqueue MS_SIG_CANCEL with the id). */
 int ms_worker_cancel(ms_worker *w, int id);
 pid_t ms_worker_pid(const ms_worker *w);
 int ms_worker_alive(const ms_worker *w);

@@ -39,7 +39,7 @@ static void on_alarm(int sig) {
 	_exit(3);
 }
 
-/* SIGUSR2 via sigqueue with the call id: cancel that call if it is the one running. */
+/* MS_SIG_CANCEL via sigqueue with the call id: cancel that call if it is the one running. */
 static void on_cancel(int sig, siginfo_t *si, void *uc) {
 	(void)sig, (void)uc;
 	if (si->si_code != SI_QUEUE) return;
@@ -62,7 +62,7 @@ static void install_signals(void) {
 	sa.sa_handler = NULL;
 	sa.sa_sigaction = on_cancel;
 	sa.sa_flags = SA_SIGINFO;
-	sigaction(SIGUSR2, &sa, NULL);
+	sigaction(MS_SIG_CANCEL, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 }
 

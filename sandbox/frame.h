@@ -16,6 +16,11 @@
 
 #define MS_FRAME_MAX_DEFAULT (16u << 20) /* 16 MiB */
 
+/* The host cancels an app worker's call with sigqueue(pid, MS_SIG_CANCEL, {.sival_int =
+ * id}) (sandbox/PROTOCOL.md). A real-time signal: cancels for several calls sent ahead are
+ * queued, where a second SIGUSR2 arriving before the first was handled would be lost. */
+#define MS_SIG_CANCEL SIGRTMIN
+
 /* Incremental decoder for a byte stream (the host's libuv reads). */
 typedef struct ms_frame_reader {
 	ms_buf buf;

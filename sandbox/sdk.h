@@ -60,7 +60,7 @@ int ms_sdk_read(ms_sdk *k, json_t **msg);
 /* Serves one `call` message: streams yields/progress/logs and ends with done or error.
  * Returns 0, or MS_ECLOSED / MS_EPROTO when the worker must exit. */
 int ms_sdk_call(ms_sdk *k, json_t *call, double timeout_s);
-/* From the SIGUSR2 handler (async-signal-safe): remembers a cancel for call id, which has
+/* From the MS_SIG_CANCEL handler (async-signal-safe): remembers a cancel for call id, which has
  * not started yet. */
 void ms_sdk_note_early_cancel(ms_sdk *k, int id);
 /* Starts (seconds > 0) or ends (0) the time budget whose SIGALRM trips the state. The

@@ -229,7 +229,7 @@ TEST(cancel_by_sigqueue) {
 	CHECK(wk_send(&w, json_pack("{s:s,s:i,s:s,s:[],s:s,s:i}", "t", "call", "id", 9, "api_name", "predict", "data", "session", "s", "seed", 1)) == 0);
 	usleep(100000);
 	union sigval v = {.sival_int = 9};
-	CHECK(sigqueue(w.pid, SIGUSR2, v) == 0);
+	CHECK(sigqueue(w.pid, MS_SIG_CANCEL, v) == 0);
 	double t0 = wk_now();
 	json_t *m = wk_recv(&w, 3);
 	CHECK(m != NULL);
@@ -245,7 +245,7 @@ TEST(cancel_before_the_call_starts) {
 	wk w;
 	start_ok(&w, "app.interface{ fn = function() return 'ran' end, outputs = 'text' }\n");
 	union sigval v = {.sival_int = 4};
-	CHECK(sigqueue(w.pid, SIGUSR2, v) == 0);
+	CHECK(sigqueue(w.pid, MS_SIG_CANCEL, v) == 0);
 	usleep(50000);
 	json_t *d = wk_call(&w, 4, "predict", json_pack("[]"), 5, NULL);
 	CHECK_STR(json_string_value(json_object_get(d, "kind")), "cancelled");
@@ -266,9 +266,9 @@ TEST(calls_sent_ahead_run_in_order) {
 			  64, 5, json_pack("[s]", "org/tiny"));
 	CHECK_STR(wk_type(r), "ready");
 	union sigval v = {.sival_int = 12};
-	CHECK(sigqueue(w.pid, SIGUSR2, v) == 0); /* 12 and 14 are cancelled before they start */
+	CHECK(sigqueue(w.pid, MS_SIG_CANCEL, v) == 0); /* 12 and 14 are cancelled before they start */
 	v.sival_int = 14;
-	CHECK(sigqueue(w.pid, SIGUSR2, v) == 0);
+	CHECK(sigqueue(w.pid, MS_SIG_CANCEL, v) == 0);
 	usleep(50000);
 	CHECK(wk_send(&w, json_pack("{s:s,s:i,s:s,s:[s],s:s,s:i}", "t", "call", "id", 10, "api_name", "predict", "data", "model", "session", "s", "seed", 1)) == 0);
 	json_t *m = wk_recv(&w, 5);
@@ -384,7 +384,7 @@ TEST(buffered_frames_stay_aligned) {
 	CHECK(write(w.fd, b.data, 10) == 10); /* half a frame, then the cancel */
 	usleep(100000);
 	union sigval v = {.sival_int = 5};
-	CHECK(sigqueue(w.pid, SIGUSR2, v) == 0);
+	CHECK(sigqueue(w.pid, MS_SIG_CANCEL, v) == 0);
 	m = wk_recv(&w, 3);
 	CHECK_STR(wk_type(m), "error");
 	CHECK_STR(json_string_value(json_object_get(m, "kind")), "cancelled");
