@@ -873,8 +873,9 @@ static void hasher_feed(hasher *h, uint64_t written, piece **wb) {
 		if (h->spare) h->spare = h->spare->next;
 		else h->held++;
 	}
-	if (written - h->hashed >= WBUF_SIZE || written >= h->size || h->queue) uv_cond_signal(&h->cv);
+	int wake = written - h->hashed >= WBUF_SIZE || written >= h->size || h->queue;
 	uv_mutex_unlock(&h->mu);
+	if (wake) uv_cond_signal(&h->cv); /* after unlocking: the hasher wakes to a free mutex */
 }
 
 /* Abandons the hasher (failure, cancel, or a restart from byte 0). */
