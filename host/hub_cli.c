@@ -205,6 +205,7 @@ int ms_pull_main(int argc, char **argv) {
 	const char *ret = getenv("MOONSPACE_HUB_RETRY_MS"); /* tests: short backoffs */
 	if (ret) opts.retry_base_ms = (unsigned)atoi(ret);
 	if ((ret = getenv("MOONSPACE_HUB_RETRIES"))) opts.max_retries = atoi(ret);
+	if ((ret = getenv("MOONSPACE_HUB_HASH_PIECES"))) opts.hash_pieces = atoi(ret); /* tests: -1 reads every byte back */
 	uv_loop_t loop;
 	uv_loop_init(&loop);
 	ms_hub *hub;

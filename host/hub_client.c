@@ -36,6 +36,7 @@ const char *const ms_hub_default_patterns[] = {
 #define MAX_REDIRECTS 5
 #define API_MAX_BODY (64u << 20)
 #define PROGRESS_NS 100000000ull
+#define HASH_PIECES 8 /* default bound of the sha256 thread's pieces (MiB per file) */
 
 typedef struct sockctx {
 	uv_poll_t poll;
@@ -78,7 +79,7 @@ struct hfile {
 	int lockfd;
 	uint64_t have;          /* bytes received: on disk + buffered */
 	uint64_t disk;          /* bytes written to the .incomplete file */
-	char *wbuf;             /* received bytes are written in big pieces (few syscalls) */
+	struct piece *wbuf;     /* received bytes are written in big pieces (few syscalls) */
 	size_t wlen;
 	uint64_t range_from;    /* the offset the current GET asked for */
 	int got_first;
@@ -676,9 +677,23 @@ static void try_lock(hfile *hf) {
 	start_get(hf);
 }
 
-/* The sha256 of a big LFS file is computed on a thread of its own that reads the
- * .incomplete file just behind the writer (from the page cache), so checking the digest
- * neither stalls the loop nor adds a second pass at the end. */
+#define WBUF_SIZE (1u << 20)
+
+/* WBUF_SIZE bytes of the file at `off`: the writer fills one, writes it, and hands it to
+ * the hasher, which digests it from memory and gives it back for filling again. */
+typedef struct piece {
+	struct piece *next;
+	uint64_t off;
+	size_t len;
+	char data[WBUF_SIZE];
+} piece;
+
+/* The sha256 of a big LFS file is computed on a thread of its own, just behind the writer,
+ * so checking the digest neither stalls the loop nor adds a second pass at the end. It
+ * digests the pieces the writer hands over (no second copy of the bytes); when it falls
+ * further behind than its pieces allow (a busy CPU), the writer keeps writing and the
+ * hasher reads the bytes it was not given back from the .incomplete file (the page cache).
+ * Memory stays bounded either way. */
 typedef struct hasher {
 	uv_thread_t th;
 	uv_mutex_t mu;
@@ -686,6 +701,9 @@ typedef struct hasher {
 	uv_async_t async;
 	int fd;
 	uint64_t written, hashed, size;
+	piece *queue, *queue_tail; /* on disk, not yet hashed, in file order */
+	piece *spare;              /* hashed, for the writer to fill again */
+	int held, max_held;        /* pieces in queue + spare + being hashed */
 	int stop, rc;
 	EVP_MD_CTX *ctx;
 	hfile *hf;              /* NULL once detached (the download was abandoned) */
@@ -694,28 +712,78 @@ typedef struct hasher {
 
 #define HASH_MIN_SIZE (4u << 20)
 
-static void hasher_thread(void *arg) {
-	hasher *h = arg;
-	size_t cap = 1u << 20;
-	char *buf = malloc(cap);
-	if (!buf) h->rc = MS_ENOMEM;
-	while (buf) {
-		uv_mutex_lock(&h->mu);
-		/* whole pieces: fewer wake-ups and reads (the last piece may be shorter) */
-		while (h->written - h->hashed < cap && h->written < h->size && !h->stop) uv_cond_wait(&h->cv, &h->mu);
-		int stop = h->stop;
-		uint64_t avail = h->written - h->hashed, at = h->hashed;
-		uv_mutex_unlock(&h->mu);
-		if (stop || at >= h->size) break;
-		size_t want = avail < cap ? (size_t)avail : cap;
-		ssize_t n = pread(h->fd, buf, want, (off_t)at);
-		if (n <= 0) {
+static void pieces_free(piece *p) {
+	while (p) {
+		piece *next = p->next;
+		free(p);
+		p = next;
+	}
+}
+
+/* The next bytes to digest: a piece (from memory), else up to `cap` bytes to read back
+ * from the file (*len). Waits for them; NULL with *len 0 when done or stopped. */
+static piece *hasher_next(hasher *h, size_t cap, uint64_t *at, size_t *len) {
+	piece *p = NULL;
+	*len = 0;
+	uv_mutex_lock(&h->mu);
+	for (;;) {
+		if (h->stop || h->hashed >= h->size) break;
+		if (h->queue && h->queue->off == h->hashed) {
+			p = h->queue;
+			h->queue = p->next;
+			if (!h->queue) h->queue_tail = NULL;
+			*len = p->len;
+			break;
+		}
+		/* bytes on disk that no piece holds: before the first queued piece, or the writer
+		 * kept its piece; read them in whole pieces unless a queued piece or the end follows */
+		uint64_t end = h->queue ? h->queue->off : h->written;
+		uint64_t avail = end > h->hashed ? end - h->hashed : 0;
+		if (h->queue && h->queue->off < h->hashed) { /* cannot happen: the writer goes in order */
 			h->rc = MS_EIO;
 			break;
 		}
-		EVP_DigestUpdate(h->ctx, buf, (size_t)n);
+		if (avail >= cap || (avail && (h->queue || h->written >= h->size))) {
+			*len = avail < cap ? (size_t)avail : cap;
+			break;
+		}
+		uv_cond_wait(&h->cv, &h->mu);
+	}
+	*at = h->hashed;
+	uv_mutex_unlock(&h->mu);
+	return p;
+}
+
+static void hasher_thread(void *arg) {
+	hasher *h = arg;
+	const size_t cap = WBUF_SIZE;
+	char *buf = NULL; /* for reading back, only if ever needed */
+	for (;;) {
+		uint64_t at;
+		size_t len;
+		piece *p = hasher_next(h, cap, &at, &len);
+		if (!len) break;
+		if (p) {
+			EVP_DigestUpdate(h->ctx, p->data, len);
+		} else {
+			if (!buf && !(buf = malloc(cap))) {
+				h->rc = MS_ENOMEM;
+				break;
+			}
+			ssize_t n = pread(h->fd, buf, len, (off_t)at);
+			if (n <= 0) {
+				h->rc = MS_EIO;
+				break;
+			}
+			len = (size_t)n;
+			EVP_DigestUpdate(h->ctx, buf, len);
+		}
 		uv_mutex_lock(&h->mu);
-		h->hashed += (uint64_t)n;
+		h->hashed += len;
+		if (p) {
+			p->next = h->spare;
+			h->spare = p;
+		}
 		uv_mutex_unlock(&h->mu);
 	}
 	free(buf);
@@ -729,6 +797,8 @@ static void hasher_closed(uv_handle_t *hd) {
 	uv_cond_destroy(&h->cv);
 	EVP_MD_CTX_free(h->ctx);
 	close(h->fd);
+	pieces_free(h->queue);
+	pieces_free(h->spare);
 	free(h);
 	hub_release(hub);
 }
@@ -764,6 +834,7 @@ static void hasher_start(hfile *hf) {
 	h->size = hf->size;
 	h->hf = hf;
 	h->hub = hf->f->hub;
+	h->max_held = h->hub->opts.hash_pieces;
 	if (h->fd < 0 || !h->ctx || uv_mutex_init(&h->mu)) goto fail;
 	if (uv_cond_init(&h->cv)) {
 		uv_mutex_destroy(&h->mu);
@@ -786,11 +857,25 @@ fail:
 	free(h);
 }
 
-static void hasher_feed(hasher *h, uint64_t written) {
+/* The file holds `written` bytes now. *wb (when not NULL) is the piece just written: it
+ * goes to the hasher if the hasher may hold one more, and *wb becomes a spare piece (or
+ * NULL: the writer allocates one). */
+static void hasher_feed(hasher *h, uint64_t written, piece **wb) {
 	uv_mutex_lock(&h->mu);
 	h->written = written;
-	if (written - h->hashed >= (1u << 20) || written >= h->size) uv_cond_signal(&h->cv);
+	piece *p = wb ? *wb : NULL;
+	if (p && (h->spare || h->held < h->max_held)) {
+		p->next = NULL;
+		if (h->queue_tail) h->queue_tail->next = p;
+		else h->queue = p;
+		h->queue_tail = p;
+		*wb = h->spare;
+		if (h->spare) h->spare = h->spare->next;
+		else h->held++;
+	}
+	int wake = written - h->hashed >= WBUF_SIZE || written >= h->size || h->queue;
 	uv_mutex_unlock(&h->mu);
+	if (wake) uv_cond_signal(&h->cv); /* after unlocking: the hasher wakes to a free mutex */
 }
 
 /* Abandons the hasher (failure, cancel, or a restart from byte 0). */
@@ -805,13 +890,12 @@ static void hasher_detach(hfile *hf) {
 	uv_mutex_unlock(&h->mu);
 }
 
-#define WBUF_SIZE (1u << 20)
-
 /* Writes the buffered bytes; -1 (with io_error set) when the disk refuses them. */
 static int wbuf_flush(hfile *hf) {
+	if (!hf->wlen) return 0;
 	size_t off = 0;
 	while (off < hf->wlen) {
-		ssize_t w = pwrite(hf->fd, hf->wbuf + off, hf->wlen - off, (off_t)(hf->disk + off));
+		ssize_t w = pwrite(hf->fd, hf->wbuf->data + off, hf->wlen - off, (off_t)(hf->disk + off));
 		if (w <= 0) {
 			hf->io_error = w < 0 && errno ? errno : EIO;
 			hf->wlen = 0;
@@ -820,9 +904,11 @@ static int wbuf_flush(hfile *hf) {
 		}
 		off += (size_t)w;
 	}
+	hf->wbuf->off = hf->disk;
+	hf->wbuf->len = hf->wlen;
 	hf->disk += hf->wlen;
 	hf->wlen = 0;
-	if (hf->hs) hasher_feed(hf->hs, hf->disk);
+	if (hf->hs) hasher_feed(hf->hs, hf->disk, &hf->wbuf);
 	return 0;
 }
 
@@ -849,14 +935,15 @@ static size_t get_body_cb(char *buf, size_t size, size_t n, void *ud) {
 		hf->io_error = -1;
 		return 0;
 	}
-	if (!hf->wbuf && !(hf->wbuf = malloc(WBUF_SIZE))) {
-		hf->io_error = ENOMEM;
-		return 0;
-	}
 	size_t off = 0;
 	while (off < len) {
+		/* a written piece may have gone to the hasher */
+		if (!hf->wbuf && !(hf->wbuf = malloc(sizeof *hf->wbuf))) {
+			hf->io_error = ENOMEM;
+			return 0;
+		}
 		size_t c = len - off < WBUF_SIZE - hf->wlen ? len - off : WBUF_SIZE - hf->wlen;
-		memcpy(hf->wbuf + hf->wlen, buf + off, c);
+		memcpy(hf->wbuf->data + hf->wlen, buf + off, c);
 		if (!hf->hs && hf->sha_ok) EVP_DigestUpdate(hf->sha, buf + off, c);
 		hf->wlen += c;
 		hf->have += c;
@@ -1003,7 +1090,7 @@ static void verify(hfile *hf) {
 	hf->state = FS_VERIFY;
 	if (hf->hs) {
 		hf->verify_waiting = 1;
-		hasher_feed(hf->hs, hf->have);
+		hasher_feed(hf->hs, hf->have, NULL);
 		return;
 	}
 	if (hub_is_sha256(hf->etag) && !hf->sha_ok) {
@@ -1374,6 +1461,7 @@ int ms_hub_new(uv_loop_t *loop, const ms_hub_env *env, const ms_hub_opts *opts, 
 	hub->opts.max_parallel = opts && opts->max_parallel > 0 ? opts->max_parallel : 8;
 	hub->opts.max_retries = opts && opts->max_retries > 0 ? opts->max_retries : 5;
 	hub->opts.retry_base_ms = opts && opts->retry_base_ms ? opts->retry_base_ms : 1000;
+	hub->opts.hash_pieces = !opts || !opts->hash_pieces ? HASH_PIECES : opts->hash_pieces < 0 ? 0 : opts->hash_pieces;
 	hub->multi = curl_multi_init();
 	if (!hub->multi) {
 		free(hub);

@@ -392,6 +392,23 @@ s.test("fault: two processes asking for the same file download it once", async (
   assert(readFileSync(join(a.stdout.trim(), "model.safetensors")).equals(ctx.fault.big), "bytes");
 });
 
+s.test("fault: the sha256 check holds however the hasher gets the bytes (memory, read back, both)", async (ctx) => {
+  // MOONSPACE_HUB_HASH_PIECES bounds the pieces the hash thread digests from memory; past
+  // them it reads the bytes back from the .incomplete file. -1: every byte read back; 1: a
+  // mix of both; unset: the default
+  for (const pieces of ["-1", "1", ""]) {
+    const env = { HF_ENDPOINT: ctx.fault.url, HF_HUB_CACHE: join(ctx.root, `c-hash${pieces}`), MOONSPACE_HUB_HASH_PIECES: pieces };
+    const ok = await pull("fault/drop", env); // resumed after 1 MiB: the digest spans both GETs
+    assertEq(ok.code, 0, `pieces=${pieces}: ${ok.stderr}`);
+    assert(readFileSync(join(ok.stdout.trim(), "model.safetensors")).equals(ctx.fault.big), `pieces=${pieces}: bytes`);
+    const bad = await pull("fault/badsha", env);
+    assertEq(bad.code, 1, `pieces=${pieces}`);
+    assert(/sha256 mismatch \(got [0-9a-f]{64}, expected/.test(bad.stderr), `pieces=${pieces}: ${bad.stderr}`);
+    assert(bad.stderr.includes(ctx.fault.bigSha), `pieces=${pieces}: the digest of the bytes received: ${bad.stderr}`);
+    assertEq(readdirSync(join(env.HF_HUB_CACHE, "models--fault--badsha/blobs")), [], `pieces=${pieces}: neither the blob nor the partial file kept`);
+  }
+});
+
 // ---- the official JS client, and the cache interchange ----
 s.test("@huggingface/hub: listFiles, downloadFile and snapshotDownload against the mirror", async (ctx) => {
   const hub = await requirePackage("@huggingface/hub");
