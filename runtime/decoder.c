@@ -151,8 +151,7 @@ static void attn_task(void *ctx, int t, int nt) {
 		memset(out, 0, (size_t)hd * sizeof *out);
 		for (int p = 0; p <= pos; p++) {
 			const float *v = s->value_cache + loff + (size_t)p * kv_dim + kvh * hd;
-			float a = att[p];
-			for (int e = 0; e < hd; e++) out[e] += a * v[e];
+			ms_axpy(out, att[p], v, hd);
 		}
 	}
 }
@@ -189,11 +188,14 @@ void ms_dec_ws_free(ms_model *m) {
 	m->ws = NULL;
 }
 
-#define MM(out, x, W, W8, bias, n, d, k)                                                                   \
-	do {                                                                                               \
-		if ((W8).q) ms_matmul_q8(&m->pool, out, x, &(W8), bias, n, d, k);                           \
-		else ms_matmul(&m->pool, out, x, W, bias, n, d, k);                                          \
-	} while (0)
+static const ms_q8 *q8_of(const ms_q8 *w) { return w->q ? w : NULL; }
+
+/* out[n][d] = x[n][k] · W (+ bias) with W's 8-bit copy when it has one. */
+static int mm(ms_model *m, float *out, const float *x, const float *w, const ms_q8 *w8, const float *bias, int n, int d,
+	      int k) {
+	ms_mat mat = {out, w, q8_of(w8), bias, d};
+	return ms_matmul_many(&m->pool, x, n, k, &mat, 1);
+}
 
 /* K and V of row i go straight into its session's cache: matmul outputs are strided rows
  * there, so they are computed into scratch and copied (rows of different sessions are
@@ -204,7 +206,7 @@ int ms_dec_forward(ms_model *m, ms_seq *const *sess, const int32_t *ids, int n, 
 	const ms_dec_weights *w = &m->dec;
 	ms_dec_ws *ws = m->ws;
 	int llama = c->arch == MS_ARCH_LLAMA;
-	int dim = c->dim, hd = c->head_dim, kv_dim = c->n_kv_heads * hd, hid = c->hidden_dim;
+	int dim = c->dim, hd = c->head_dim, kv_dim = c->n_kv_heads * hd, hid = c->hidden_dim, rc;
 	if (n <= 0 || n > MS_CHUNK || !ws) return MS_EINVAL;
 	for (int i = 0; i < n; i++) {
 		int before = 0;
@@ -241,10 +243,12 @@ int ms_dec_forward(ms_model *m, ms_seq *const *sess, const int32_t *ids, int n, 
 			if (llama) ms_rmsnorm(xb, x, L->ln1_w, dim, c->norm_eps);
 			else ms_layernorm(xb, x, L->ln1_w, L->ln1_b, dim, c->norm_eps);
 		}
-		/* q[n][dim]; k, v [n][kv_dim] into hb / hb2 (free until the FFN), then the caches */
-		MM(ws->q, ws->xb, L->wq, L->wq8, L->bq, n, dim, dim);
-		MM(ws->hb, ws->xb, L->wk, L->wk8, L->bk, n, kv_dim, dim);
-		MM(ws->hb2, ws->xb, L->wv, L->wv8, L->bv, n, kv_dim, dim);
+		/* q[n][dim]; k, v [n][kv_dim] into hb / hb2 (free until the FFN), then the caches;
+		 * one pool dispatch for the three */
+		ms_mat qkv[3] = {{ws->q, L->wq, q8_of(&L->wq8), L->bq, dim},
+				 {ws->hb, L->wk, q8_of(&L->wk8), L->bk, kv_dim},
+				 {ws->hb2, L->wv, q8_of(&L->wv8), L->bv, kv_dim}};
+		if ((rc = ms_matmul_many(&m->pool, ws->xb, n, dim, qkv, 3)) != 0) return rc;
 		for (int i = 0; i < n; i++) {
 			ms_seq *s = sess[i];
 			size_t off = ((size_t)l * s->max_seq + ws->pos[i]) * kv_dim;
@@ -258,8 +262,8 @@ int ms_dec_forward(ms_model *m, ms_seq *const *sess, const int32_t *ids, int n, 
 		}
 		attn_job aj = {m, l, n};
 		if ((size_t)n * c->n_heads * (ws->pos[n - 1] + 1) * hd < 16384) attn_task(&aj, 0, 1);
-		else ms_pool_run(&m->pool, attn_task, &aj);
-		MM(ws->xb2, ws->xb, L->wo, L->wo8, L->bo, n, dim, dim);
+		else ms_pool_run_n(&m->pool, attn_task, &aj, n * c->n_heads < 4 * m->pool.n_threads ? n * c->n_heads : 4 * m->pool.n_threads);
+		if ((rc = mm(m, ws->xb2, ws->xb, L->wo, &L->wo8, L->bo, n, dim, dim)) != 0) return rc;
 		for (size_t e = 0; e < (size_t)n * dim; e++) ws->x[e] += ws->xb2[e];
 
 		for (int i = 0; i < n; i++) {
@@ -268,15 +272,16 @@ int ms_dec_forward(ms_model *m, ms_seq *const *sess, const int32_t *ids, int n, 
 			if (llama) ms_rmsnorm(xb, x, L->ln2_w, dim, c->norm_eps);
 			else ms_layernorm(xb, x, L->ln2_w, L->ln2_b, dim, c->norm_eps);
 		}
-		MM(ws->hb, ws->xb, L->w1, L->w18, L->b1, n, hid, dim);
+		/* gate and up in one dispatch */
+		ms_mat ffn[2] = {{ws->hb, L->w1, q8_of(&L->w18), L->b1, hid}, {ws->hb2, L->w3, q8_of(&L->w38), NULL, hid}};
+		if ((rc = ms_matmul_many(&m->pool, ws->xb, n, dim, ffn, llama ? 2 : 1)) != 0) return rc;
 		if (llama) {
-			MM(ws->hb2, ws->xb, L->w3, L->w38, NULL, n, hid, dim);
 			for (size_t e = 0; e < (size_t)n * hid; e++) ws->hb[e] = ms_silu(ws->hb[e]) * ws->hb2[e];
 		} else {
 			for (size_t e = 0; e < (size_t)n * hid; e++)
 				ws->hb[e] = c->act == MS_ACT_GELU ? ms_gelu(ws->hb[e]) : ms_gelu_new(ws->hb[e]);
 		}
-		MM(ws->xb2, ws->hb, L->w2, L->w28, L->b2, n, dim, hid);
+		if ((rc = mm(m, ws->xb2, ws->hb, L->w2, &L->w28, L->b2, n, dim, hid)) != 0) return rc;
 		for (size_t e = 0; e < (size_t)n * dim; e++) ws->x[e] += ws->xb2[e];
 	}
 	if (cancel && atomic_load(cancel)) return MS_ECANCELED;
@@ -290,7 +295,7 @@ int ms_dec_forward(ms_model *m, ms_seq *const *sess, const int32_t *ids, int n, 
 		if (llama) ms_rmsnorm(xb, x, w->lnf_w, dim, c->norm_eps);
 		else ms_layernorm(xb, x, w->lnf_w, w->lnf_b, dim, c->norm_eps);
 	}
-	MM(ws->logits, ws->xb, w->head, w->head8, NULL, n_out, c->vocab_size, dim);
+	if ((rc = mm(m, ws->logits, ws->xb, w->head, &w->head8, NULL, n_out, c->vocab_size, dim)) != 0) return rc;
 	for (int i = 0; i < n; i++) sess[i]->pos = ws->pos[i] + 1 > sess[i]->pos ? ws->pos[i] + 1 : sess[i]->pos;
 	return 0;
 }
@@ -338,6 +343,13 @@ int ms_dec_quantize(ms_model *m) {
 	}
 	madvise(arena, total, MADV_HUGEPAGE);
 	m->q8_arena = arena, m->q8_size = total;
+	/* the products' scratch for quantised activations, reserved now so that a forward
+	 * pass never allocates */
+	int kmax = c->hidden_dim > c->dim ? c->hidden_dim : c->dim;
+	if (!ms_pool_scratch(&m->pool, ms_matmul_scratch(MS_CHUNK, kmax))) {
+		free(mats);
+		return MS_ENOMEM;
+	}
 	char *p = arena;
 	long page = sysconf(_SC_PAGESIZE);
 	for (size_t i = 0; i < n; i++) {

@@ -91,33 +91,107 @@ TEST(sampler) {
 	ms_sampler_free(&s);
 }
 
-TEST(matmul_q8) {
-	for (int it = 0; it < 4; it++) { /* AVX2 / portable x 3 rows / 5 rows (dequantised tiles) */
-		int portable = it & 1, n = it < 2 ? 3 : 5;
-		ms_kernels_force_portable(portable);
-		ms_pool pool;
-		CHECK_INT(ms_pool_init(&pool, 2), 0);
-		int d = 37, k = 96 * 4;
-		float *x = malloc((size_t)n * k * 4), *w = malloc((size_t)d * k * 4), *o = malloc((size_t)n * d * 4);
-		int8_t *q = malloc((size_t)d * k);
-		float *s = malloc((size_t)d * (k / MS_Q8_BLOCK) * 4);
-		for (int i = 0; i < n * k; i++) x[i] = rnd();
-		for (int i = 0; i < d * k; i++) w[i] = rnd();
-		ms_q8_quantize(w, (size_t)d, k, q, s);
-		ms_q8 wq = {q, s};
-		ms_matmul_q8(&pool, o, x, &wq, NULL, n, d, k);
-		for (int i = 0; i < n; i++)
-			for (int r = 0; r < d; r++) {
-				double deq = 0, exact = 0;
-				for (int e = 0; e < k; e++) {
-					deq += (double)x[i * k + e] * q[r * k + e] * s[r * (k / MS_Q8_BLOCK) + e / MS_Q8_BLOCK];
-					exact += (double)x[i * k + e] * w[r * k + e];
-				}
-				CHECK_NEAR(o[i * d + r], deq, 1e-4);
-				CHECK_NEAR(o[i * d + r], exact, 0.045); /* quantisation error: ~6 sigma over 384 terms */
+/* 8-bit products: x is quantised to int16 per token and block of 32, and the kernels sum
+ * exact integer block dots times both scales; against that reference (double) within float
+ * rounding, against x · dequantised W as before activations were quantised, and against the
+ * exact F32 product within the weights' quantisation error. */
+static void check_matmul_q8(int portable, int threads, int n, int d, int k) {
+	ms_kernels_force_portable(portable);
+	ms_pool pool;
+	CHECK_INT(ms_pool_init(&pool, threads), 0);
+	int nb = k / MS_Q8_BLOCK;
+	float *x = malloc((size_t)n * k * 4), *w = malloc((size_t)d * k * 4), *o = malloc((size_t)n * d * 4);
+	float *bias = malloc((size_t)d * 4), *s = malloc((size_t)d * nb * 4), *sx = malloc((size_t)n * nb * 4);
+	int8_t *q = malloc((size_t)d * k);
+	int16_t *qx = malloc((size_t)n * k * 2);
+	for (int i = 0; i < n * k; i++) x[i] = rnd();
+	for (int i = 0; i < d * k; i++) w[i] = rnd();
+	for (int i = 0; i < d; i++) bias[i] = rnd();
+	if (n > 1) memset(x + k, 0, MS_Q8_BLOCK * sizeof *x); /* an all-zero block: scale 0 */
+	ms_q8_quantize(w, (size_t)d, k, q, s);
+	ms_q8_quantize_acts(x, (size_t)n, k, qx, sx);
+	ms_q8 wq = {q, s};
+	CHECK_INT(ms_matmul_q8(&pool, o, x, &wq, bias, n, d, k), 0);
+	for (int i = 0; i < n; i++)
+		for (int r = 0; r < d; r++) {
+			double ints = bias[r], deq = bias[r], exact = bias[r];
+			for (int e = 0; e < k; e++) {
+				double wd = (double)q[r * k + e] * s[r * nb + e / MS_Q8_BLOCK];
+				ints += (double)qx[i * k + e] * sx[i * nb + e / MS_Q8_BLOCK] * wd;
+				deq += (double)x[i * k + e] * wd;
+				exact += (double)x[i * k + e] * w[r * k + e];
 			}
-		free(x), free(w), free(o), free(q), free(s);
-		ms_pool_free(&pool);
-	}
+			CHECK_MSG(fabs(o[i * d + r] - ints) < 2e-5 * sqrt(k), "n=%d d=%d k=%d [%d][%d]: %g vs %g", n, d, k, i, r,
+				  o[i * d + r], ints);
+			CHECK_MSG(fabs(o[i * d + r] - deq) < 1e-4, "[%d][%d]: %g vs x · deq(W) %g", i, r, o[i * d + r], deq);
+			/* the weights' quantisation error: ~6 sigma at k=384 */
+			CHECK_MSG(fabs(o[i * d + r] - exact) < 0.045 * sqrt(k / 384.0), "[%d][%d]: %g vs exact %g", i, r,
+				  o[i * d + r], exact);
+		}
+	free(x), free(w), free(o), free(bias), free(s), free(sx), free(q), free(qx);
+	ms_pool_free(&pool);
 	ms_kernels_force_portable(0);
+}
+
+TEST(matmul_q8) {
+	int sizes[][3] = {{1, 37, 384}, {2, 5, 32}, {3, 37, 384}, {5, 64, 96}, {9, 131, 256}, {32, 67, 64}};
+	for (size_t i = 0; i < MS_ARRAY_LEN(sizes); i++)
+		for (int portable = 0; portable < 2; portable++)
+			check_matmul_q8(portable, 1 + (int)(i % 2), sizes[i][0], sizes[i][1], sizes[i][2]);
+}
+
+/* The AVX2 activation quantiser gives the portable one's integers and scales (the kernels'
+ * results must not depend on which path quantised), rounding halves to even. */
+TEST(q8_quantize_acts_paths_agree) {
+	enum { N = 7, K = 96 };
+	float x[N * K];
+	for (int i = 0; i < N * K; i++) x[i] = rnd() * (i % 5 ? 1.0f : 100.0f);
+	for (int i = 0; i < 32; i++) x[i] = (float)(i - 16) * 2.0f; /* amax 32: scale 32/32767 */
+	x[5] = 0.5f * 32.0f / 32767.0f; /* exactly half a step: rounds to even (0) */
+	x[6] = 1.5f * 32.0f / 32767.0f; /* 1.5 steps: rounds to 2 */
+	memset(x + K, 0, 32 * sizeof *x); /* an all-zero block: scale 0, no division by it */
+	int16_t qa[N * K], qp[N * K];
+	float sa[N * K / 32], sp[N * K / 32];
+	ms_q8_quantize_acts(x, N, K, qa, sa);
+	ms_kernels_force_portable(1);
+	ms_q8_quantize_acts(x, N, K, qp, sp);
+	ms_kernels_force_portable(0);
+	CHECK(memcmp(qa, qp, sizeof qa) == 0);
+	CHECK(memcmp(sa, sp, sizeof sa) == 0);
+	CHECK_INT(qp[0], -32767);
+	CHECK_INT(qp[31], 30 * 32767 / 32);
+	CHECK(sp[3] == 0.0f);
+	for (int i = K; i < K + 32; i++) CHECK_INT(qp[i], 0);
+}
+
+/* A token's 8-bit result alone (integer kernels) is close to its result among several
+ * (dequantised F32 tiles), and fused products equal separate ones exactly. */
+TEST(matmul_q8_batched_and_fused) {
+	enum { N = 7, D = 45, K = 160 };
+	ms_pool pool;
+	CHECK_INT(ms_pool_init(&pool, 2), 0);
+	float *x = malloc(N * K * 4), *w = malloc(D * K * 4), *wf = malloc(D * K * 4);
+	float *all = malloc(N * D * 4), *one = malloc(D * 4), *f1 = malloc(N * D * 4), *f2 = malloc(N * 9 * 4);
+	int8_t *q = malloc(D * K);
+	float *s = malloc(D * K / 32 * 4);
+	for (int i = 0; i < N * K; i++) x[i] = rnd();
+	for (int i = 0; i < D * K; i++) w[i] = rnd(), wf[i] = rnd();
+	ms_q8_quantize(w, D, K, q, s);
+	ms_q8 wq = {q, s};
+	CHECK_INT(ms_matmul_q8(&pool, all, x, &wq, NULL, N, D, K), 0);
+	for (int i = 0; i < N; i++) {
+		CHECK_INT(ms_matmul_q8(&pool, one, x + i * K, &wq, NULL, 1, D, K), 0);
+		for (int r = 0; r < D; r++) CHECK_NEAR(one[r], all[i * D + r], 1e-4);
+	}
+	ms_mat mats[2] = {{f1, NULL, &wq, NULL, D}, {f2, wf, NULL, NULL, 9}};
+	CHECK_INT(ms_matmul_many(&pool, x, N, K, mats, 2), 0);
+	CHECK(memcmp(f1, all, N * D * 4) == 0);
+	float *ref = malloc(N * 9 * 4);
+	ms_matmul(&pool, ref, x, wf, NULL, N, 9, K);
+	CHECK(memcmp(f2, ref, N * 9 * 4) == 0);
+	ms_q8 bad = {q, s};
+	mats[0].w8 = &bad;
+	CHECK_INT(ms_matmul_many(&pool, x, N, K - 1, mats, 1), MS_EINVAL);
+	free(ref), free(x), free(w), free(wf), free(all), free(one), free(f1), free(f2), free(q), free(s);
+	ms_pool_free(&pool);
 }
