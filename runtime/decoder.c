@@ -131,28 +131,20 @@ static void attn_task(void *ctx, int t, int nt) {
 	const attn_job *j = ctx;
 	ms_dec_ws *ws = j->m->ws;
 	const ms_config *c = &j->m->cfg;
-	int hd = c->head_dim, kv_dim = c->n_kv_heads * hd, group = c->n_heads / c->n_kv_heads;
+	int hd = c->head_dim, group = c->n_heads / c->n_kv_heads;
 	int units = j->n * c->n_heads;
 	int u0 = (int)((long)units * t / nt), u1 = (int)((long)units * (t + 1) / nt);
 	float scale = 1.0f / sqrtf((float)hd);
 	for (int u = u0; u < u1; u++) {
 		int i = u / c->n_heads, h = u % c->n_heads, pos = ws->pos[i];
 		const ms_seq *s = ws->sess[i];
-		size_t loff = (size_t)j->layer * s->max_seq * kv_dim;
+		/* this head's keys and values: [max_seq][hd], contiguous */
+		size_t hoff = ((size_t)j->layer * c->n_kv_heads + h / group) * s->max_seq * hd;
 		const float *q = ws->q + (size_t)i * c->dim + h * hd;
 		float *att = ws->att + ((size_t)i * c->n_heads + h) * ws->att_len;
-		int kvh = h / group;
-		for (int p = 0; p <= pos; p++) {
-			const float *k = s->key_cache + loff + (size_t)p * kv_dim + kvh * hd;
-			att[p] = ms_dot(q, k, hd) * scale;
-		}
+		for (int p = 0; p <= pos; p++) att[p] = ms_dot(q, s->key_cache + hoff + (size_t)p * hd, hd) * scale;
 		ms_softmax(att, pos + 1);
-		float *out = ws->xb + (size_t)i * c->dim + h * hd;
-		memset(out, 0, (size_t)hd * sizeof *out);
-		for (int p = 0; p <= pos; p++) {
-			const float *v = s->value_cache + loff + (size_t)p * kv_dim + kvh * hd;
-			ms_axpy(out, att[p], v, hd);
-		}
+		ms_weighted_sum(ws->xb + (size_t)i * c->dim + h * hd, att, s->value_cache + hoff, pos + 1, hd, (size_t)hd);
 	}
 }
 
@@ -197,9 +189,9 @@ static int mm(ms_model *m, float *out, const float *x, const float *w, const ms_
 	return ms_matmul_many(&m->pool, x, n, k, &mat, 1);
 }
 
-/* K and V of row i go straight into its session's cache: matmul outputs are strided rows
- * there, so they are computed into scratch and copied (rows of different sessions are
- * not contiguous). */
+/* K and V of row i go into its session's cache, which is head-major ([layer][kv_head][pos][hd]:
+ * attention reads each head's positions as one contiguous stream), so they are computed into
+ * scratch and copied. */
 int ms_dec_forward(ms_model *m, ms_seq *const *sess, const int32_t *ids, int n, int all,
 		   const atomic_int *cancel) {
 	const ms_config *c = &m->cfg;
@@ -251,14 +243,16 @@ int ms_dec_forward(ms_model *m, ms_seq *const *sess, const int32_t *ids, int n, 
 		if ((rc = ms_matmul_many(&m->pool, ws->xb, n, dim, qkv, 3)) != 0) return rc;
 		for (int i = 0; i < n; i++) {
 			ms_seq *s = sess[i];
-			size_t off = ((size_t)l * s->max_seq + ws->pos[i]) * kv_dim;
 			float *k = ws->hb + (size_t)i * kv_dim;
 			if (llama) {
 				rope(ws->q + (size_t)i * dim, c->n_heads, hd, ws->pos[i], c->rope_theta);
 				rope(k, c->n_kv_heads, hd, ws->pos[i], c->rope_theta);
 			}
-			memcpy(s->key_cache + off, k, (size_t)kv_dim * sizeof(float));
-			memcpy(s->value_cache + off, ws->hb2 + (size_t)i * kv_dim, (size_t)kv_dim * sizeof(float));
+			for (int h = 0; h < c->n_kv_heads; h++) {
+				size_t off = (((size_t)l * c->n_kv_heads + h) * s->max_seq + ws->pos[i]) * hd;
+				memcpy(s->key_cache + off, k + h * hd, (size_t)hd * sizeof(float));
+				memcpy(s->value_cache + off, ws->hb2 + (size_t)i * kv_dim + h * hd, (size_t)hd * sizeof(float));
+			}
 		}
 		attn_job aj = {m, l, n};
 		if ((size_t)n * c->n_heads * (ws->pos[n - 1] + 1) * hd < 16384) attn_task(&aj, 0, 1);

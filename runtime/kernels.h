@@ -1,8 +1,8 @@
-/* runtime/kernels.h: the runtime's F32 compute kernels and its thread pool.
+/* runtime/kernels.h: the runtime's compute kernels and its thread pool.
  *
- * Matrix products use AVX2/FMA when the CPU has them (picked once at run time through
- * __builtin_cpu_supports) and a portable loop otherwise; nothing relies on -ffast-math,
- * so results are deterministic for a given path and thread count.
+ * Matrix products use AVX2/FMA when the CPU has them (AVX-512 for several tokens' F32 tiles;
+ * picked once at run time through __builtin_cpu_supports) and a portable loop otherwise;
+ * nothing relies on -ffast-math, so results are deterministic for a given path.
  */
 #ifndef MS_KERNELS_H
 #define MS_KERNELS_H
@@ -69,8 +69,8 @@ void ms_matmul(ms_pool *pool, float *out, const float *x, const float *w, const 
 /* out[n][d] = x[n][k] · dequant(W)[d][k]ᵀ (+ bias[d]) with x quantised as above. */
 int ms_matmul_q8(ms_pool *pool, float *out, const float *x, const ms_q8 *w, const float *bias, int n, int d, int k);
 float ms_dot(const float *a, const float *b, int n);
-/* y[i] += a * x[i] */
-void ms_axpy(float *y, float a, const float *x, int n);
+/* out[e] = sum over i < n of w[i] * v[i * ldv + e], e < dim (attention's weighted values) */
+void ms_weighted_sum(float *out, const float *w, const float *v, int n, int dim, size_t ldv);
 
 /* One of several products of the same x in one pool dispatch (q/k/v, gate/up): W is w8 when
  * that is set, else w. */
@@ -87,7 +87,12 @@ int ms_matmul_many(ms_pool *pool, const float *x, int n, int k, const ms_mat *ma
  * ms_pool_scratch so that products never allocate. */
 size_t ms_matmul_scratch(int n, int k);
 
-/* 1 when the AVX2/FMA path is in use; ms_kernels_force_portable(1) disables it (tests). */
+/* The kernels in use: the best the CPU has (AVX-512 only adds the several-token F32 tiles),
+ * capped by ms_kernels_cap (tests). */
+enum { MS_KERNELS_PORTABLE, MS_KERNELS_AVX2, MS_KERNELS_AVX512 };
+int ms_kernels_level(void);
+void ms_kernels_cap(int level);
+/* ms_kernels_level() >= MS_KERNELS_AVX2; ms_kernels_force_portable(1) caps at portable, (0) lifts the cap. */
 int ms_kernels_avx2(void);
 void ms_kernels_force_portable(int on);
 
