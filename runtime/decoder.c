@@ -102,20 +102,29 @@ int ms_dec_load(ms_model *m, char *err, size_t errlen) {
 	return m->cfg.arch == MS_ARCH_LLAMA ? load_llama(m, err, errlen) : load_gpt2(m, err, errlen);
 }
 
-/* RoPE, transformers' rotate_half layout: dimension i pairs with i + head_dim/2.
- * vec: [n_heads][head_dim] of one token at position pos. */
-static void rope(float *vec, int n_heads, int hd, int pos, float theta) {
+/* RoPE angles of one position: cs[i] = cos, cs[half + i] = sin of pos * inv_freq[i], with
+ * inv_freq as transformers computes it (float32). The same for every layer and for q and
+ * k, so computed once per row and forward pass. */
+static void rope_angles(float *cs, int hd, int pos, float theta) {
 	int half = hd / 2;
 	for (int i = 0; i < half; i++) {
-		/* inv_freq as transformers computes it (float32), the angle in double */
 		float inv_freq = 1.0f / powf(theta, (float)(2 * i) / (float)hd);
 		float ang = (float)pos * inv_freq;
-		float cs = cosf(ang), sn = sinf(ang);
-		for (int h = 0; h < n_heads; h++) {
-			float *v = vec + h * hd;
+		cs[i] = cosf(ang);
+		cs[half + i] = sinf(ang);
+	}
+}
+
+/* RoPE, transformers' rotate_half layout: dimension i pairs with i + head_dim/2.
+ * vec: [n_heads][head_dim] of one token; cs from rope_angles. */
+static void rope(float *vec, int n_heads, int hd, const float *cs) {
+	int half = hd / 2;
+	for (int h = 0; h < n_heads; h++) {
+		float *v = vec + h * hd;
+		for (int i = 0; i < half; i++) {
 			float a = v[i], b = v[i + half];
-			v[i] = a * cs - b * sn;
-			v[i + half] = b * cs + a * sn;
+			v[i] = a * cs[i] - b * cs[half + i];
+			v[i + half] = b * cs[i] + a * cs[half + i];
 		}
 	}
 }
@@ -142,7 +151,7 @@ static void attn_task(void *ctx, int t, int nt) {
 		size_t hoff = ((size_t)j->layer * c->n_kv_heads + h / group) * s->max_seq * hd;
 		const float *q = ws->q + (size_t)i * c->dim + h * hd;
 		float *att = ws->att + ((size_t)i * c->n_heads + h) * ws->att_len;
-		for (int p = 0; p <= pos; p++) att[p] = ms_dot(q, s->key_cache + hoff + (size_t)p * hd, hd) * scale;
+		ms_dots(att, q, s->key_cache + hoff, pos + 1, hd, (size_t)hd, scale);
 		ms_softmax(att, pos + 1);
 		ms_weighted_sum(ws->xb + (size_t)i * c->dim + h * hd, att, s->value_cache + hoff, pos + 1, hd, (size_t)hd);
 	}
@@ -160,8 +169,9 @@ int ms_dec_ws_alloc(ms_model *m) {
 	ws->hb = malloc((size_t)MS_CHUNK * c->hidden_dim * sizeof(float));
 	ws->hb2 = malloc((size_t)MS_CHUNK * c->hidden_dim * sizeof(float));
 	ws->logits = malloc((size_t)MS_CHUNK * c->vocab_size * sizeof(float));
+	ws->rope = malloc((size_t)MS_CHUNK * c->head_dim * sizeof(float));
 	m->ws = ws;
-	if (!ws->x || !ws->xb || !ws->xb2 || !ws->q || !ws->hb || !ws->hb2 || !ws->logits) return MS_ENOMEM;
+	if (!ws->x || !ws->xb || !ws->xb2 || !ws->q || !ws->hb || !ws->hb2 || !ws->logits || !ws->rope) return MS_ENOMEM;
 	return 0;
 }
 
@@ -176,6 +186,7 @@ void ms_dec_ws_free(ms_model *m) {
 	free(ws->hb2);
 	free(ws->att);
 	free(ws->logits);
+	free(ws->rope);
 	free(ws);
 	m->ws = NULL;
 }
@@ -219,6 +230,8 @@ int ms_dec_forward(ms_model *m, ms_seq *const *sess, const int32_t *ids, int n, 
 		ws->att = na, ws->att_len = len;
 	}
 
+	if (llama)
+		for (int i = 0; i < n; i++) rope_angles(ws->rope + (size_t)i * hd, hd, ws->pos[i], c->rope_theta);
 	/* x[n][dim]: token (+ position) embeddings */
 	for (int i = 0; i < n; i++) {
 		float *x = ws->x + (size_t)i * dim;
@@ -245,8 +258,8 @@ int ms_dec_forward(ms_model *m, ms_seq *const *sess, const int32_t *ids, int n, 
 			ms_seq *s = sess[i];
 			float *k = ws->hb + (size_t)i * kv_dim;
 			if (llama) {
-				rope(ws->q + (size_t)i * dim, c->n_heads, hd, ws->pos[i], c->rope_theta);
-				rope(k, c->n_kv_heads, hd, ws->pos[i], c->rope_theta);
+				rope(ws->q + (size_t)i * dim, c->n_heads, hd, ws->rope + (size_t)i * hd);
+				rope(k, c->n_kv_heads, hd, ws->rope + (size_t)i * hd);
 			}
 			for (int h = 0; h < c->n_kv_heads; h++) {
 				size_t off = (((size_t)l * c->n_kv_heads + h) * s->max_seq + ws->pos[i]) * hd;
@@ -270,7 +283,7 @@ int ms_dec_forward(ms_model *m, ms_seq *const *sess, const int32_t *ids, int n, 
 		ms_mat ffn[2] = {{ws->hb, L->w1, q8_of(&L->w18), L->b1, hid}, {ws->hb2, L->w3, q8_of(&L->w38), NULL, hid}};
 		if ((rc = ms_matmul_many(&m->pool, ws->xb, n, dim, ffn, llama ? 2 : 1)) != 0) return rc;
 		if (llama) {
-			for (size_t e = 0; e < (size_t)n * hid; e++) ws->hb[e] = ms_silu(ws->hb[e]) * ws->hb2[e];
+			ms_silu_mul(ws->hb, ws->hb2, (size_t)n * hid);
 		} else {
 			for (size_t e = 0; e < (size_t)n * hid; e++)
 				ws->hb[e] = c->act == MS_ACT_GELU ? ms_gelu(ws->hb[e]) : ms_gelu_new(ws->hb[e]);

@@ -336,25 +336,20 @@ float ms_dot(const float *a, const float *b, int n) {
 	return ms_kernels_avx2() ? dot_avx2(a, b, n) : dot_portable(a, b, n);
 }
 
-/* 32 columns at a time against every row: the sums stay in registers (an axpy per row
- * would load and store them for each). */
+/* 64 columns at a time against every row: the sums stay in registers (an axpy per row would
+ * load and store them for each) and a 64-wide head's values are read in one pass. */
 __attribute__((target("avx2,fma"))) static void weighted_sum_avx2(float *out, const float *w, const float *v, int n,
 								   int dim, size_t ldv) {
 	int e = 0;
-	for (; e + 32 <= dim; e += 32) {
-		__m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+	for (; e + 64 <= dim; e += 64) {
+		__m256 s[8];
+		for (int q = 0; q < 8; q++) s[q] = _mm256_setzero_ps();
 		for (int i = 0; i < n; i++) {
 			__m256 wi = _mm256_broadcast_ss(w + i);
 			const float *vi = v + (size_t)i * ldv + e;
-			s0 = _mm256_fmadd_ps(wi, _mm256_loadu_ps(vi), s0);
-			s1 = _mm256_fmadd_ps(wi, _mm256_loadu_ps(vi + 8), s1);
-			s2 = _mm256_fmadd_ps(wi, _mm256_loadu_ps(vi + 16), s2);
-			s3 = _mm256_fmadd_ps(wi, _mm256_loadu_ps(vi + 24), s3);
+			for (int q = 0; q < 8; q++) s[q] = _mm256_fmadd_ps(wi, _mm256_loadu_ps(vi + 8 * q), s[q]);
 		}
-		_mm256_storeu_ps(out + e, s0);
-		_mm256_storeu_ps(out + e + 8, s1);
-		_mm256_storeu_ps(out + e + 16, s2);
-		_mm256_storeu_ps(out + e + 24, s3);
+		for (int q = 0; q < 8; q++) _mm256_storeu_ps(out + e + 8 * q, s[q]);
 	}
 	for (; e + 8 <= dim; e += 8) {
 		__m256 s0 = _mm256_setzero_ps();
@@ -376,6 +371,37 @@ void ms_weighted_sum(float *out, const float *w, const float *v, int n, int dim,
 	memset(out, 0, (size_t)dim * sizeof *out);
 	for (int i = 0; i < n; i++)
 		for (int e = 0; e < dim; e++) out[e] += w[i] * v[(size_t)i * ldv + e];
+}
+
+/* Four rows at a time: q is loaded once for four dots, and their four sums are reduced
+ * together. */
+__attribute__((target("avx2,fma"))) static void dots_avx2(float *out, const float *q, const float *k, int n, int dim,
+							  size_t ldk, float scale) {
+	int p = 0;
+	for (; p + 4 <= n && dim % 8 == 0; p += 4) {
+		const float *k0 = k + (size_t)p * ldk, *k1 = k0 + ldk, *k2 = k1 + ldk, *k3 = k2 + ldk;
+		__m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+		for (int e = 0; e < dim; e += 8) {
+			__m256 qv = _mm256_loadu_ps(q + e);
+			a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + e), a0);
+			a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k1 + e), a1);
+			a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k2 + e), a2);
+			a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k3 + e), a3);
+		}
+		/* [a0 a1 a2 a3] summed within each: two rounds of hadd, then the two halves */
+		__m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+		__m128 sum = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+		_mm_storeu_ps(out + p, _mm_mul_ps(sum, _mm_set1_ps(scale)));
+	}
+	for (; p < n; p++) out[p] = dot_avx2(q, k + (size_t)p * ldk, dim) * scale;
+}
+
+void ms_dots(float *out, const float *q, const float *k, int n, int dim, size_t ldk, float scale) {
+	if (ms_kernels_avx2()) {
+		dots_avx2(out, q, k, n, dim, ldk, scale);
+		return;
+	}
+	for (int p = 0; p < n; p++) out[p] = dot_portable(q, k + (size_t)p * ldk, dim) * scale;
 }
 
 /* ---- 8-bit weights ---- */
@@ -868,7 +894,56 @@ void ms_layernorm(float *out, const float *x, const float *w, const float *b, in
 	for (int i = 0; i < n; i++) out[i] = (x[i] - mean) * inv * w[i] + b[i];
 }
 
+/* e^x for x in [-87.3, 88.3] (clamped: below, e^x is ~1e-38 where expf would give a
+ * denormal or 0; above, ~2e38 where expf would overflow), to ~2 ulp: Cephes' expf, x = n
+ * ln2 + r with ln2 split in two, a degree-6 polynomial in r, then n added to the exponent. */
+__attribute__((target("avx2,fma"))) static inline __m256 exp_avx2(__m256 x) {
+	x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
+	__m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+				    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	__m256 r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+	r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), r);
+	__m256 y = _mm256_set1_ps(1.9875691500e-4f);
+	y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
+	y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
+	y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
+	y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
+	y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
+	y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+	__m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+	return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+__attribute__((target("avx2,fma"))) static void softmax_avx2(float *x, int n) {
+	__m256 mv = _mm256_set1_ps(x[0]);
+	int i = 0;
+	for (; i + 8 <= n; i += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(x + i));
+	__m128 h = _mm_max_ps(_mm256_castps256_ps128(mv), _mm256_extractf128_ps(mv, 1));
+	h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+	float max = _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));
+	for (; i < n; i++) max = x[i] > max ? x[i] : max;
+	__m256 sv = _mm256_setzero_ps(), m8 = _mm256_set1_ps(max);
+	float sum = 0.0f;
+	for (i = 0; i + 8 <= n; i += 8) {
+		__m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), m8));
+		_mm256_storeu_ps(x + i, e);
+		sv = _mm256_add_ps(sv, e);
+	}
+	for (; i < n; i++) {
+		x[i] = expf(x[i] - max);
+		sum += x[i];
+	}
+	sum += hsum256(sv);
+	__m256 inv = _mm256_set1_ps(sum);
+	for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_div_ps(_mm256_loadu_ps(x + i), inv));
+	for (; i < n; i++) x[i] /= sum;
+}
+
 void ms_softmax(float *x, int n) {
+	if (ms_kernels_avx2()) {
+		softmax_avx2(x, n);
+		return;
+	}
 	float max = x[0];
 	for (int i = 1; i < n; i++)
 		if (x[i] > max) max = x[i];
@@ -878,6 +953,23 @@ void ms_softmax(float *x, int n) {
 		sum += x[i];
 	}
 	for (int i = 0; i < n; i++) x[i] /= sum;
+}
+
+__attribute__((target("avx2,fma"))) static void silu_mul_avx2(float *h, const float *g, size_t n) {
+	size_t i = 0;
+	const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+	for (; i + 8 <= n; i += 8) {
+		__m256 x = _mm256_loadu_ps(h + i);
+		__m256 den = _mm256_add_ps(one, exp_avx2(_mm256_xor_ps(x, sign)));
+		_mm256_storeu_ps(h + i, _mm256_mul_ps(_mm256_div_ps(x, den), _mm256_loadu_ps(g + i)));
+	}
+	for (; i < n; i++) h[i] = ms_silu(h[i]) * g[i];
+}
+
+void ms_silu_mul(float *h, const float *g, size_t n) {
+	if (ms_kernels_avx2()) silu_mul_avx2(h, g, n);
+	else
+		for (size_t i = 0; i < n; i++) h[i] = ms_silu(h[i]) * g[i];
 }
 
 float ms_gelu(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }

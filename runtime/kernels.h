@@ -69,6 +69,8 @@ void ms_matmul(ms_pool *pool, float *out, const float *x, const float *w, const 
 /* out[n][d] = x[n][k] · dequant(W)[d][k]ᵀ (+ bias[d]) with x quantised as above. */
 int ms_matmul_q8(ms_pool *pool, float *out, const float *x, const ms_q8 *w, const float *bias, int n, int d, int k);
 float ms_dot(const float *a, const float *b, int n);
+/* out[p] = (q · k[p * ldk ..]) * scale for p < n (attention's scores) */
+void ms_dots(float *out, const float *q, const float *k, int n, int dim, size_t ldk, float scale);
 /* out[e] = sum over i < n of w[i] * v[i * ldv + e], e < dim (attention's weighted values) */
 void ms_weighted_sum(float *out, const float *w, const float *v, int n, int dim, size_t ldv);
 
@@ -102,5 +104,7 @@ void ms_softmax(float *x, int n);
 float ms_gelu(float x);     /* exact, erf-based (BERT's "gelu") */
 float ms_gelu_new(float x); /* tanh approximation (GPT-2's "gelu_new") */
 float ms_silu(float x);
+/* h[i] = silu(h[i]) * g[i] (SwiGLU) */
+void ms_silu_mul(float *h, const float *g, size_t n);
 
 #endif

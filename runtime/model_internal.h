@@ -84,6 +84,7 @@ typedef struct ms_dec_ws {
 	float *att;                          /* [MS_CHUNK][heads][att_len] */
 	int att_len;                         /* grown to the longest context seen */
 	float *logits;                       /* [MS_CHUNK][vocab] */
+	float *rope;                         /* [MS_CHUNK][head_dim]: each row's RoPE cos, sin */
 	struct ms_seq *sess[MS_CHUNK];   /* the session and position of each row */
 	int pos[MS_CHUNK];
 } ms_dec_ws;

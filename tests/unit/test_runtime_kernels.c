@@ -71,6 +71,73 @@ TEST(elementwise) {
 	CHECK_NEAR(ms_silu(1.0f), 0.7310585786300049, 1e-6);
 }
 
+/* The vectorised softmax and SwiGLU against double precision, across the range (both ends
+ * clamped) and with lengths off the vector width, on each path. */
+static void check_softmax_silu(int level) {
+	use_level(level);
+	enum { N = 203 };
+	float x[N], h[N], g[N];
+	for (int i = 0; i < N; i++) x[i] = (float)(i - 150) * 0.6f + rnd(); /* -90 .. 32 */
+	x[7] = 0.0f, x[8] = -1e-8f;
+	for (int n = N; n > N - 9; n -= 4) { /* a tail of 3, 7 and 11 */
+		float y[N];
+		memcpy(y, x, sizeof y);
+		double m = -1e30, s = 0;
+		for (int i = 0; i < n; i++) m = fmax(m, x[i]);
+		for (int i = 0; i < n; i++) s += exp((double)x[i] - m);
+		ms_softmax(y, n);
+		for (int i = 0; i < n; i++) {
+			double want = exp((double)x[i] - m) / s;
+			CHECK_MSG(fabs(y[i] - want) <= 1e-5 * want + 1e-8, "softmax[%d] of %d: %g, want %g", i, n, y[i], want);
+		}
+	}
+	for (int i = 0; i < N; i++) h[i] = (float)(i - 101) * 1.0f + rnd(), g[i] = rnd() * 4; /* -101 .. 101 */
+	h[0] = -1000.0f, h[1] = 1000.0f, h[2] = 0.0f;
+	float hs[N];
+	memcpy(hs, h, sizeof hs);
+	ms_silu_mul(h, g, N);
+	for (int i = 0; i < N; i++) {
+		double want = (double)hs[i] / (1.0 + exp(-(double)hs[i])) * g[i];
+		CHECK_MSG(fabs(h[i] - want) <= 1e-6 * fabs(want) + 1e-30, "silu(%g) * %g = %g, want %g", hs[i], g[i], h[i], want);
+	}
+	ms_kernels_cap(MS_KERNELS_AVX512);
+}
+
+TEST(softmax_silu_avx2) { check_softmax_silu(MS_KERNELS_AVX2); }
+TEST(softmax_silu_portable) { check_softmax_silu(MS_KERNELS_PORTABLE); }
+
+/* Attention's scores and weighted values against double precision: widths of a full 64,
+ * a multiple of 8 and neither, 1 to 9 positions (groups of four and the rest). */
+static void check_attention_kernels(int level) {
+	use_level(level);
+	int dims[] = {64, 128, 24, 13};
+	for (size_t di = 0; di < MS_ARRAY_LEN(dims); di++)
+		for (int n = 1; n <= 9; n++) {
+			int dim = dims[di];
+			size_t ld = (size_t)dim + 3; /* rows apart, as in a cache */
+			float q[128], kv[9 * 131], w[9], out[131];
+			for (int e = 0; e < dim; e++) q[e] = rnd();
+			for (size_t e = 0; e < (size_t)n * ld; e++) kv[e] = rnd();
+			for (int p = 0; p < n; p++) w[p] = rnd();
+			ms_dots(out, q, kv, n, dim, ld, 0.125f);
+			for (int p = 0; p < n; p++) {
+				double ref = 0;
+				for (int e = 0; e < dim; e++) ref += (double)q[e] * kv[(size_t)p * ld + e];
+				CHECK_MSG(fabs(out[p] - ref * 0.125) < 1e-6, "dots dim=%d n=%d [%d]: %g vs %g", dim, n, p, out[p], ref * 0.125);
+			}
+			ms_weighted_sum(out, w, kv, n, dim, ld);
+			for (int e = 0; e < dim; e++) {
+				double ref = 0;
+				for (int p = 0; p < n; p++) ref += (double)w[p] * kv[(size_t)p * ld + e];
+				CHECK_MSG(fabs(out[e] - ref) < 1e-6, "weighted sum dim=%d n=%d [%d]: %g vs %g", dim, n, e, out[e], ref);
+			}
+		}
+	ms_kernels_cap(MS_KERNELS_AVX512);
+}
+
+TEST(attention_kernels_avx2) { check_attention_kernels(MS_KERNELS_AVX2); }
+TEST(attention_kernels_portable) { check_attention_kernels(MS_KERNELS_PORTABLE); }
+
 TEST(sampler) {
 	ms_sampler s;
 	float l[6] = {1, 5, 2, 5, 0, -1};
