@@ -102,20 +102,29 @@ int ms_dec_load(ms_model *m, char *err, size_t errlen) {
 	return m->cfg.arch == MS_ARCH_LLAMA ? load_llama(m, err, errlen) : load_gpt2(m, err, errlen);
 }
 
-/* RoPE, transformers' rotate_half layout: dimension i pairs with i + head_dim/2.
- * vec: [n_heads][head_dim] of one token at position pos. */
-static void rope(float *vec, int n_heads, int hd, int pos, float theta) {
+/* RoPE angles of one position: cs[i] = cos, cs[half + i] = sin of pos * inv_freq[i], with
+ * inv_freq as transformers computes it (float32). The same for every layer and for q and
+ * k, so computed once per row and forward pass. */
+static void rope_angles(float *cs, int hd, int pos, float theta) {
 	int half = hd / 2;
 	for (int i = 0; i < half; i++) {
-		/* inv_freq as transformers computes it (float32), the angle in double */
 		float inv_freq = 1.0f / powf(theta, (float)(2 * i) / (float)hd);
 		float ang = (float)pos * inv_freq;
-		float cs = cosf(ang), sn = sinf(ang);
-		for (int h = 0; h < n_heads; h++) {
-			float *v = vec + h * hd;
+		cs[i] = cosf(ang);
+		cs[half + i] = sinf(ang);
+	}
+}
+
+/* RoPE, transformers' rotate_half layout: dimension i pairs with i + head_dim/2.
+ * vec: [n_heads][head_dim] of one token; cs from rope_angles. */
+static void rope(float *vec, int n_heads, int hd, const float *cs) {
+	int half = hd / 2;
+	for (int h = 0; h < n_heads; h++) {
+		float *v = vec + h * hd;
+		for (int i = 0; i < half; i++) {
 			float a = v[i], b = v[i + half];
-			v[i] = a * cs - b * sn;
-			v[i + half] = b * cs + a * sn;
+			v[i] = a * cs[i] - b * cs[half + i];
+			v[i + half] = b * cs[i] + a * cs[half + i];
 		}
 	}
 }
@@ -131,29 +140,20 @@ static void attn_task(void *ctx, int t, int nt) {
 	const attn_job *j = ctx;
 	ms_dec_ws *ws = j->m->ws;
 	const ms_config *c = &j->m->cfg;
-	int hd = c->head_dim, kv_dim = c->n_kv_heads * hd, group = c->n_heads / c->n_kv_heads;
+	int hd = c->head_dim, group = c->n_heads / c->n_kv_heads;
 	int units = j->n * c->n_heads;
 	int u0 = (int)((long)units * t / nt), u1 = (int)((long)units * (t + 1) / nt);
 	float scale = 1.0f / sqrtf((float)hd);
 	for (int u = u0; u < u1; u++) {
 		int i = u / c->n_heads, h = u % c->n_heads, pos = ws->pos[i];
 		const ms_seq *s = ws->sess[i];
-		size_t loff = (size_t)j->layer * s->max_seq * kv_dim;
+		/* this head's keys and values: [max_seq][hd], contiguous */
+		size_t hoff = ((size_t)j->layer * c->n_kv_heads + h / group) * s->max_seq * hd;
 		const float *q = ws->q + (size_t)i * c->dim + h * hd;
 		float *att = ws->att + ((size_t)i * c->n_heads + h) * ws->att_len;
-		int kvh = h / group;
-		for (int p = 0; p <= pos; p++) {
-			const float *k = s->key_cache + loff + (size_t)p * kv_dim + kvh * hd;
-			att[p] = ms_dot(q, k, hd) * scale;
-		}
+		ms_dots(att, q, s->key_cache + hoff, pos + 1, hd, (size_t)hd, scale);
 		ms_softmax(att, pos + 1);
-		float *out = ws->xb + (size_t)i * c->dim + h * hd;
-		memset(out, 0, (size_t)hd * sizeof *out);
-		for (int p = 0; p <= pos; p++) {
-			const float *v = s->value_cache + loff + (size_t)p * kv_dim + kvh * hd;
-			float a = att[p];
-			for (int e = 0; e < hd; e++) out[e] += a * v[e];
-		}
+		ms_weighted_sum(ws->xb + (size_t)i * c->dim + h * hd, att, s->value_cache + hoff, pos + 1, hd, (size_t)hd);
 	}
 }
 
@@ -169,8 +169,9 @@ int ms_dec_ws_alloc(ms_model *m) {
 	ws->hb = malloc((size_t)MS_CHUNK * c->hidden_dim * sizeof(float));
 	ws->hb2 = malloc((size_t)MS_CHUNK * c->hidden_dim * sizeof(float));
 	ws->logits = malloc((size_t)MS_CHUNK * c->vocab_size * sizeof(float));
+	ws->rope = malloc((size_t)MS_CHUNK * c->head_dim * sizeof(float));
 	m->ws = ws;
-	if (!ws->x || !ws->xb || !ws->xb2 || !ws->q || !ws->hb || !ws->hb2 || !ws->logits) return MS_ENOMEM;
+	if (!ws->x || !ws->xb || !ws->xb2 || !ws->q || !ws->hb || !ws->hb2 || !ws->logits || !ws->rope) return MS_ENOMEM;
 	return 0;
 }
 
@@ -185,26 +186,30 @@ void ms_dec_ws_free(ms_model *m) {
 	free(ws->hb2);
 	free(ws->att);
 	free(ws->logits);
+	free(ws->rope);
 	free(ws);
 	m->ws = NULL;
 }
 
-#define MM(out, x, W, W8, bias, n, d, k)                                                                   \
-	do {                                                                                               \
-		if ((W8).q) ms_matmul_q8(&m->pool, out, x, &(W8), bias, n, d, k);                           \
-		else ms_matmul(&m->pool, out, x, W, bias, n, d, k);                                          \
-	} while (0)
+static const ms_q8 *q8_of(const ms_q8 *w) { return w->q ? w : NULL; }
 
-/* K and V of row i go straight into its session's cache: matmul outputs are strided rows
- * there, so they are computed into scratch and copied (rows of different sessions are
- * not contiguous). */
+/* out[n][d] = x[n][k] · W (+ bias) with W's 8-bit copy when it has one. */
+static int mm(ms_model *m, float *out, const float *x, const float *w, const ms_q8 *w8, const float *bias, int n, int d,
+	      int k) {
+	ms_mat mat = {out, w, q8_of(w8), bias, d};
+	return ms_matmul_many(&m->pool, x, n, k, &mat, 1);
+}
+
+/* K and V of row i go into its session's cache, which is head-major ([layer][kv_head][pos][hd]:
+ * attention reads each head's positions as one contiguous stream), so they are computed into
+ * scratch and copied. */
 int ms_dec_forward(ms_model *m, ms_seq *const *sess, const int32_t *ids, int n, int all,
 		   const atomic_int *cancel) {
 	const ms_config *c = &m->cfg;
 	const ms_dec_weights *w = &m->dec;
 	ms_dec_ws *ws = m->ws;
 	int llama = c->arch == MS_ARCH_LLAMA;
-	int dim = c->dim, hd = c->head_dim, kv_dim = c->n_kv_heads * hd, hid = c->hidden_dim;
+	int dim = c->dim, hd = c->head_dim, kv_dim = c->n_kv_heads * hd, hid = c->hidden_dim, rc;
 	if (n <= 0 || n > MS_CHUNK || !ws) return MS_EINVAL;
 	for (int i = 0; i < n; i++) {
 		int before = 0;
@@ -225,6 +230,8 @@ int ms_dec_forward(ms_model *m, ms_seq *const *sess, const int32_t *ids, int n, 
 		ws->att = na, ws->att_len = len;
 	}
 
+	if (llama)
+		for (int i = 0; i < n; i++) rope_angles(ws->rope + (size_t)i * hd, hd, ws->pos[i], c->rope_theta);
 	/* x[n][dim]: token (+ position) embeddings */
 	for (int i = 0; i < n; i++) {
 		float *x = ws->x + (size_t)i * dim;
@@ -241,25 +248,29 @@ int ms_dec_forward(ms_model *m, ms_seq *const *sess, const int32_t *ids, int n, 
 			if (llama) ms_rmsnorm(xb, x, L->ln1_w, dim, c->norm_eps);
 			else ms_layernorm(xb, x, L->ln1_w, L->ln1_b, dim, c->norm_eps);
 		}
-		/* q[n][dim]; k, v [n][kv_dim] into hb / hb2 (free until the FFN), then the caches */
-		MM(ws->q, ws->xb, L->wq, L->wq8, L->bq, n, dim, dim);
-		MM(ws->hb, ws->xb, L->wk, L->wk8, L->bk, n, kv_dim, dim);
-		MM(ws->hb2, ws->xb, L->wv, L->wv8, L->bv, n, kv_dim, dim);
+		/* q[n][dim]; k, v [n][kv_dim] into hb / hb2 (free until the FFN), then the caches;
+		 * one pool dispatch for the three */
+		ms_mat qkv[3] = {{ws->q, L->wq, q8_of(&L->wq8), L->bq, dim},
+				 {ws->hb, L->wk, q8_of(&L->wk8), L->bk, kv_dim},
+				 {ws->hb2, L->wv, q8_of(&L->wv8), L->bv, kv_dim}};
+		if ((rc = ms_matmul_many(&m->pool, ws->xb, n, dim, qkv, 3)) != 0) return rc;
 		for (int i = 0; i < n; i++) {
 			ms_seq *s = sess[i];
-			size_t off = ((size_t)l * s->max_seq + ws->pos[i]) * kv_dim;
 			float *k = ws->hb + (size_t)i * kv_dim;
 			if (llama) {
-				rope(ws->q + (size_t)i * dim, c->n_heads, hd, ws->pos[i], c->rope_theta);
-				rope(k, c->n_kv_heads, hd, ws->pos[i], c->rope_theta);
+				rope(ws->q + (size_t)i * dim, c->n_heads, hd, ws->rope + (size_t)i * hd);
+				rope(k, c->n_kv_heads, hd, ws->rope + (size_t)i * hd);
 			}
-			memcpy(s->key_cache + off, k, (size_t)kv_dim * sizeof(float));
-			memcpy(s->value_cache + off, ws->hb2 + (size_t)i * kv_dim, (size_t)kv_dim * sizeof(float));
+			for (int h = 0; h < c->n_kv_heads; h++) {
+				size_t off = (((size_t)l * c->n_kv_heads + h) * s->max_seq + ws->pos[i]) * hd;
+				memcpy(s->key_cache + off, k + h * hd, (size_t)hd * sizeof(float));
+				memcpy(s->value_cache + off, ws->hb2 + (size_t)i * kv_dim + h * hd, (size_t)hd * sizeof(float));
+			}
 		}
 		attn_job aj = {m, l, n};
 		if ((size_t)n * c->n_heads * (ws->pos[n - 1] + 1) * hd < 16384) attn_task(&aj, 0, 1);
-		else ms_pool_run(&m->pool, attn_task, &aj);
-		MM(ws->xb2, ws->xb, L->wo, L->wo8, L->bo, n, dim, dim);
+		else ms_pool_run_n(&m->pool, attn_task, &aj, n * c->n_heads < 4 * m->pool.n_threads ? n * c->n_heads : 4 * m->pool.n_threads);
+		if ((rc = mm(m, ws->xb2, ws->xb, L->wo, &L->wo8, L->bo, n, dim, dim)) != 0) return rc;
 		for (size_t e = 0; e < (size_t)n * dim; e++) ws->x[e] += ws->xb2[e];
 
 		for (int i = 0; i < n; i++) {
@@ -268,15 +279,16 @@ int ms_dec_forward(ms_model *m, ms_seq *const *sess, const int32_t *ids, int n, 
 			if (llama) ms_rmsnorm(xb, x, L->ln2_w, dim, c->norm_eps);
 			else ms_layernorm(xb, x, L->ln2_w, L->ln2_b, dim, c->norm_eps);
 		}
-		MM(ws->hb, ws->xb, L->w1, L->w18, L->b1, n, hid, dim);
+		/* gate and up in one dispatch */
+		ms_mat ffn[2] = {{ws->hb, L->w1, q8_of(&L->w18), L->b1, hid}, {ws->hb2, L->w3, q8_of(&L->w38), NULL, hid}};
+		if ((rc = ms_matmul_many(&m->pool, ws->xb, n, dim, ffn, llama ? 2 : 1)) != 0) return rc;
 		if (llama) {
-			MM(ws->hb2, ws->xb, L->w3, L->w38, NULL, n, hid, dim);
-			for (size_t e = 0; e < (size_t)n * hid; e++) ws->hb[e] = ms_silu(ws->hb[e]) * ws->hb2[e];
+			ms_silu_mul(ws->hb, ws->hb2, (size_t)n * hid);
 		} else {
 			for (size_t e = 0; e < (size_t)n * hid; e++)
 				ws->hb[e] = c->act == MS_ACT_GELU ? ms_gelu(ws->hb[e]) : ms_gelu_new(ws->hb[e]);
 		}
-		MM(ws->xb2, ws->hb, L->w2, L->w28, L->b2, n, dim, hid);
+		if ((rc = mm(m, ws->xb2, ws->hb, L->w2, &L->w28, L->b2, n, dim, hid)) != 0) return rc;
 		for (size_t e = 0; e < (size_t)n * dim; e++) ws->x[e] += ws->xb2[e];
 	}
 	if (cancel && atomic_load(cancel)) return MS_ECANCELED;
@@ -290,7 +302,7 @@ int ms_dec_forward(ms_model *m, ms_seq *const *sess, const int32_t *ids, int n, 
 		if (llama) ms_rmsnorm(xb, x, w->lnf_w, dim, c->norm_eps);
 		else ms_layernorm(xb, x, w->lnf_w, w->lnf_b, dim, c->norm_eps);
 	}
-	MM(ws->logits, ws->xb, w->head, w->head8, NULL, n_out, c->vocab_size, dim);
+	if ((rc = mm(m, ws->logits, ws->xb, w->head, &w->head8, NULL, n_out, c->vocab_size, dim)) != 0) return rc;
 	for (int i = 0; i < n; i++) sess[i]->pos = ws->pos[i] + 1 > sess[i]->pos ? ws->pos[i] + 1 : sess[i]->pos;
 	return 0;
 }
@@ -338,6 +350,13 @@ int ms_dec_quantize(ms_model *m) {
 	}
 	madvise(arena, total, MADV_HUGEPAGE);
 	m->q8_arena = arena, m->q8_size = total;
+	/* the products' scratch for quantised activations, reserved now so that a forward
+	 * pass never allocates */
+	int kmax = c->hidden_dim > c->dim ? c->hidden_dim : c->dim;
+	if (!ms_pool_scratch(&m->pool, ms_matmul_scratch(MS_CHUNK, kmax))) {
+		free(mats);
+		return MS_ENOMEM;
+	}
 	char *p = arena;
 	long page = sysconf(_SC_PAGESIZE);
 	for (size_t i = 0; i < n; i++) {

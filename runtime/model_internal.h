@@ -73,7 +73,7 @@ struct ms_model {
 struct ms_seq {
 	struct ms_model *m;
 	int max_seq, pos;
-	float *key_cache, *value_cache; /* [layers][max_seq][kv_dim] */
+	float *key_cache, *value_cache; /* [layers][kv_heads][max_seq][head_dim] */
 };
 
 /* Scratch for one forward pass of up to MS_CHUNK rows (tokens of one or several
@@ -84,6 +84,7 @@ typedef struct ms_dec_ws {
 	float *att;                          /* [MS_CHUNK][heads][att_len] */
 	int att_len;                         /* grown to the longest context seen */
 	float *logits;                       /* [MS_CHUNK][vocab] */
+	float *rope;                         /* [MS_CHUNK][head_dim]: each row's RoPE cos, sin */
 	struct ms_seq *sess[MS_CHUNK];   /* the session and position of each row */
 	int pos[MS_CHUNK];
 } ms_dec_ws;

@@ -7,6 +7,7 @@
  * bandwidth / weight bytes read per generated token. Random weights: compare speed only.
  *
  *   bin/bench/runtime [--shapes 15M,110M,1.1B] [--threads 1,2] [--prompt N] [--gen N] [--dir D]
+ *                     [--streams 1,4,16] [--q8 0|1]
  */
 #include <immintrin.h>
 #include <math.h>
@@ -112,32 +113,50 @@ static int write_checkpoint(const shape *s, const char *dir) {
 }
 
 /* ---- bandwidth probe: sum a buffer much larger than the caches, split across the pool ---- */
-typedef struct { const float *p; size_t n; double sums[64]; } bw_job;
+typedef struct { const float *p, *x; size_t n; int fma; double sums[64]; } bw_job;
 
-__attribute__((target("avx2"))) static void bw_task(void *ctx, int t, int nt) {
+/* fma = 0: the read-only probe (the bound). fma = 1: what generation does to each byte, a
+ * dot product with a vector held in L1, as one sequential stream per thread: how close
+ * to the probe a kernel can get on this machine. */
+__attribute__((target("avx2,fma"))) static void bw_task(void *ctx, int t, int nt) {
 	bw_job *j = ctx;
 	size_t a = j->n * (size_t)t / (size_t)nt, b = j->n * (size_t)(t + 1) / (size_t)nt;
 	a &= ~(size_t)31, b &= ~(size_t)31;
 	__m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-	for (size_t i = a; i < b; i += 32) {
-		s0 = _mm256_add_ps(s0, _mm256_load_ps(j->p + i));
-		s1 = _mm256_add_ps(s1, _mm256_load_ps(j->p + i + 8));
-		s2 = _mm256_add_ps(s2, _mm256_load_ps(j->p + i + 16));
-		s3 = _mm256_add_ps(s3, _mm256_load_ps(j->p + i + 24));
-	}
+	if (!j->fma)
+		for (size_t i = a; i < b; i += 32) {
+			s0 = _mm256_add_ps(s0, _mm256_load_ps(j->p + i));
+			s1 = _mm256_add_ps(s1, _mm256_load_ps(j->p + i + 8));
+			s2 = _mm256_add_ps(s2, _mm256_load_ps(j->p + i + 16));
+			s3 = _mm256_add_ps(s3, _mm256_load_ps(j->p + i + 24));
+		}
+	else
+		for (size_t i = a; i < b; i += 32) {
+			const float *x = j->x + (i & 1023);
+			s0 = _mm256_fmadd_ps(_mm256_load_ps(x), _mm256_load_ps(j->p + i), s0);
+			s1 = _mm256_fmadd_ps(_mm256_load_ps(x + 8), _mm256_load_ps(j->p + i + 8), s1);
+			s2 = _mm256_fmadd_ps(_mm256_load_ps(x + 16), _mm256_load_ps(j->p + i + 16), s2);
+			s3 = _mm256_fmadd_ps(_mm256_load_ps(x + 24), _mm256_load_ps(j->p + i + 24), s3);
+		}
 	float o[8];
 	_mm256_storeu_ps(o, _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
 	j->sums[t] = o[0] + o[1] + o[2] + o[3] + o[4] + o[5] + o[6] + o[7];
 }
 
-static double bandwidth_gbs(int threads) {
+/* GB/s, best of 5, read-only (fma = 0) or as a streaming dot product (fma = 1) */
+static double bandwidth_gbs(int threads, int fma) {
 	size_t bytes = (size_t)512 << 20;
-	float *p = aligned_alloc(64, bytes);
-	if (!p) return 0;
+	float *p = aligned_alloc(64, bytes), *x = aligned_alloc(64, 1024 * sizeof *x);
+	if (!p || !x) {
+		free(p);
+		free(x);
+		return 0;
+	}
 	memset(p, 0, bytes);
+	for (int i = 0; i < 1024; i++) x[i] = 1.0f;
 	ms_pool pool;
 	ms_pool_init(&pool, threads);
-	bw_job j = {p, bytes / 4, {0}};
+	bw_job j = {p, x, bytes / 4, fma, {0}};
 	double best = 0;
 	for (int r = 0; r < 5; r++) {
 		double t0 = ms_now_ms();
@@ -147,6 +166,7 @@ static double bandwidth_gbs(int threads) {
 	}
 	ms_pool_free(&pool);
 	free(p);
+	free(x);
 	return best;
 }
 
@@ -180,12 +200,14 @@ int main(int argc, char **argv) {
 	}
 	if (n_prompt < 1) n_prompt = 1;
 	mkdir(dir, 0755);
-	printf("kernels: %s, weights: %s\n", ms_kernels_avx2() ? "AVX2/FMA" : "portable", q8 ? "8-bit (per-32 scales)" : "F32");
+	static const char *const levels[] = {"portable", "AVX2/FMA", "AVX2/FMA + AVX-512 tiles"};
+	printf("kernels: %s, weights: %s\n", levels[ms_kernels_level()], q8 ? "8-bit (per-32 scales)" : "F32");
 	double bw[3] = {0};
 	for (const char *t = thread_list; *t; t = strchr(t, ',') ? strchr(t, ',') + 1 : "") {
 		int th = atoi(t);
-		if (th >= 1 && th <= 2) bw[th] = bandwidth_gbs(th);
-		printf("bandwidth probe, %d thread%s: %.1f GB/s (best of 5)\n", th, th > 1 ? "s" : "", th <= 2 ? bw[th] : bandwidth_gbs(th));
+		if (th >= 1 && th <= 2) bw[th] = bandwidth_gbs(th, 0);
+		printf("bandwidth probe, %d thread%s: %.1f GB/s (best of 5); streaming FMA over the same bytes: %.1f GB/s\n", th,
+		       th > 1 ? "s" : "", th >= 1 && th <= 2 ? bw[th] : bandwidth_gbs(th, 0), bandwidth_gbs(th, 1));
 	}
 	printf("%-6s %3s %12s %12s %10s %10s %9s\n", "shape", "thr", "prompt t/s", "gen t/s", "bound t/s", "of bound", "RSS MiB");
 	for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {

@@ -87,8 +87,9 @@ TEST(stories260k_logits) {
 	json_decref(ref);
 }
 
-TEST(stories260k_logits_portable_kernels) {
-	ms_kernels_force_portable(1);
+/* the same through lesser kernels than the CPU's best (the default path is tested above) */
+static void stories260k_logits_at(int level) {
+	ms_kernels_cap(level);
 	json_t *ref = load_json("models/stories260K/reference_logits.json");
 	ms_model *m = load_model("models/stories260K", 2);
 	size_t n;
@@ -97,7 +98,11 @@ TEST(stories260k_logits_portable_kernels) {
 	free(ids);
 	ms_model_free(m);
 	json_decref(ref);
+	ms_kernels_cap(MS_KERNELS_AVX512);
 }
+
+TEST(stories260k_logits_portable_kernels) { stories260k_logits_at(MS_KERNELS_PORTABLE); }
+TEST(stories260k_logits_avx2_kernels) { stories260k_logits_at(MS_KERNELS_AVX2); }
 
 /* greedy_ids_*.txt: "prompt_ids: ..." and "ids: ..." lines; generation stops on BOS (=1),
  * as llama2.c does */
