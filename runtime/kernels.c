@@ -40,9 +40,22 @@ static int spin_on(unsigned i, uint64_t *t0) {
 	return now - *t0 <= POOL_SPIN_NS;
 }
 
-static void run_tasks(ms_pool *p) {
-	for (int i; (i = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed)) < p->n_tasks;)
-		p->fn(p->ctx, i, p->n_tasks);
+/* Claims the first unclaimed task (back = 0) or the last (back = 1); -1 when none is left.
+ * The caller works up from the first and the workers down from the last, so that each
+ * thread streams one contiguous stretch of a product's weights. */
+static int claim(ms_pool *p, int back) {
+	unsigned long long s = atomic_load_explicit(&p->span, memory_order_relaxed);
+	for (;;) {
+		unsigned lo = (unsigned)s, hi = (unsigned)(s >> 32);
+		if (lo >= hi) return -1;
+		unsigned long long ns = back ? s - (1ull << 32) : s + 1;
+		if (atomic_compare_exchange_weak_explicit(&p->span, &s, ns, memory_order_relaxed, memory_order_relaxed))
+			return back ? (int)hi - 1 : (int)lo;
+	}
+}
+
+static void run_tasks(ms_pool *p, int back) {
+	for (int i; (i = claim(p, back)) >= 0;) p->fn(p->ctx, i, p->n_tasks);
 }
 
 /* Joins the run of generation gen if it is still open; 1 when joined. */
@@ -75,7 +88,7 @@ static void *worker(void *arg) {
 		if (atomic_load(&p->stop)) return NULL;
 		seen = RUN_GEN(atomic_load(&p->state));
 		if (!join_run(p, seen)) continue; /* the caller already did the work */
-		run_tasks(p);
+		run_tasks(p, 1);
 		unsigned long long s = atomic_fetch_sub_explicit(&p->state, 1, memory_order_acq_rel) - 1;
 		if (RUN_ACTIVE(s) == 0 && !(s & RUN_OPEN)) {
 			/* under the mutex: the caller checks the count under it before it sleeps */
@@ -99,7 +112,7 @@ int ms_pool_init(ms_pool *p, int n_threads) {
 	if (n_threads > 256) n_threads = 256;
 	p->n_threads = n_threads;
 	atomic_init(&p->state, 0);
-	atomic_init(&p->next, 0);
+	atomic_init(&p->span, 0);
 	atomic_init(&p->stop, 0);
 	pthread_mutex_init(&p->mu, NULL);
 	pthread_cond_init(&p->cv_start, NULL);
@@ -145,7 +158,7 @@ void ms_pool_run_n(ms_pool *p, ms_pool_fn fn, void *ctx, int n_tasks) {
 	p->fn = fn;
 	p->ctx = ctx;
 	p->n_tasks = n_tasks;
-	atomic_store_explicit(&p->next, 0, memory_order_relaxed);
+	atomic_store_explicit(&p->span, (unsigned long long)n_tasks << 32, memory_order_relaxed);
 	/* opened under the mutex so that a worker about to sleep cannot miss it; a broadcast
 	 * with no sleeper is cheap */
 	pthread_mutex_lock(&p->mu);
@@ -153,7 +166,7 @@ void ms_pool_run_n(ms_pool *p, ms_pool_fn fn, void *ctx, int n_tasks) {
 	atomic_store_explicit(&p->state, gen << 32 | RUN_OPEN, memory_order_release);
 	pthread_cond_broadcast(&p->cv_start);
 	pthread_mutex_unlock(&p->mu);
-	run_tasks(p);
+	run_tasks(p, 0);
 	/* every task is claimed: close the run, then wait for the workers inside it */
 	unsigned long long s = atomic_fetch_and_explicit(&p->state, ~RUN_OPEN, memory_order_acq_rel);
 	uint64_t t0 = 0;
@@ -806,9 +819,18 @@ static void mm_rows_q8(const mm_job *j, const ms_mat *m, int r0, int r1) {
 }
 
 /* A task: a contiguous range of 4-row blocks across the products, in order. */
+/* Where task t of nt starts, in blocks: tasks shrink from both ends towards the middle,
+ * where the front and back claimers meet (see claim), so that the thread that finishes
+ * first waits on a small last task rather than an average one. */
+static int task_start(int blocks, int t, int nt) {
+	if (t <= 0 || t >= nt) return t <= 0 ? 0 : blocks;
+	double u = (double)t / nt, v = u < 0.5 ? 1.0 - 2.0 * u : 2.0 * u - 1.0, f = 0.5 * (1.0 - v * v);
+	return (int)(blocks * (u < 0.5 ? f : 1.0 - f) + 0.5);
+}
+
 static void mm_task(void *ctx, int t, int nt) {
 	const mm_job *j = ctx;
-	int b0 = (int)((long)j->blocks * t / nt), b1 = (int)((long)j->blocks * (t + 1) / nt);
+	int b0 = task_start(j->blocks, t, nt), b1 = task_start(j->blocks, t + 1, nt);
 	for (int mi = 0, off = 0; mi < j->count && off < b1; mi++) {
 		const ms_mat *m = &j->mats[mi];
 		int nb = (m->d + 3) / 4, lo = b0 > off ? b0 - off : 0, hi = b1 - off < nb ? b1 - off : nb;
