@@ -507,9 +507,9 @@ __attribute__((target("avx2,fma"), always_inline)) static inline __m256 q8_dot_b
 }
 
 /* R rows of 8-bit W against T tokens' quantised x, R * T accumulators; out: [T][ldo]. Each
- * (row, token) sums acc += d[b] * s[b] + d[b+1] * s[b+1] per pair of blocks in the same
- * order for every R and T, so a token's result does not depend on what it was batched
- * with. */
+ * (row, token) sums acc += d[b] * s[b] + d[b+1] * s[b+1] per pair of blocks, the same order
+ * for every R and T (one accumulator per pair, and the add per two blocks keeps its chain
+ * short). */
 __attribute__((target("avx2,fma"), always_inline)) static inline void
 q8_tile_avx2(const q8_acts *x, int k, const int8_t *qw, const float *sw, int R, int T, float *out, size_t ldo) {
 	int nb = k / MS_Q8_BLOCK;
@@ -740,13 +740,13 @@ static void mm_rows_f32(const mm_job *j, const ms_mat *m, int r0, int r1) {
 	}
 }
 
-/* Several tokens against 8-bit rows, AVX2: four rows at a time are dequantised into F32, a
- * slice of DQ_K columns at a time (16 KiB on the stack), and run through the F32 tiles.
- * That beat 8-bit tiles on integer activations (2 x 4 int16 tiles: ~20% slower per core):
- * on AVX2 the per-block conversion and scaling of the integer sums costs about what the
- * F32 FMAs they replace do. */
+/* Many tokens against 8-bit rows: four rows at a time are dequantised into F32, a slice of
+ * DQ_K columns at a time (16 KiB on the stack), and run through the F32 tiles. From 16
+ * tokens that beat the integer tiles (at 32: ~20% on AVX2, ~13% on AVX-512, one core):
+ * each integer block sum still needs a conversion and a scaling per (row, token), about
+ * what the F32 FMAs it replaces cost, while the dequantising is shared by all the tokens. */
 #define DQ_K 1024
-#define DQ_MIN_N 16 /* below this, the integer tiles win: the dequantising is shared by fewer tokens */
+#define DQ_MIN_N 16
 __attribute__((target("avx2,fma"))) static void dequant_avx2(const int8_t *q, const float *sc, int k, float *out) {
 	for (int b = 0; b < k / MS_Q8_BLOCK; b++) {
 		__m256 s8 = _mm256_broadcast_ss(sc + b);
