@@ -40,9 +40,22 @@ static int spin_on(unsigned i, uint64_t *t0) {
 	return now - *t0 <= POOL_SPIN_NS;
 }
 
-static void run_tasks(ms_pool *p) {
-	for (int i; (i = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed)) < p->n_tasks;)
-		p->fn(p->ctx, i, p->n_tasks);
+/* Claims the first unclaimed task (back = 0) or the last (back = 1); -1 when none is left.
+ * The caller works up from the first and the workers down from the last, so that each
+ * thread streams one contiguous stretch of a product's weights. */
+static int claim(ms_pool *p, int back) {
+	unsigned long long s = atomic_load_explicit(&p->span, memory_order_relaxed);
+	for (;;) {
+		unsigned lo = (unsigned)s, hi = (unsigned)(s >> 32);
+		if (lo >= hi) return -1;
+		unsigned long long ns = back ? s - (1ull << 32) : s + 1;
+		if (atomic_compare_exchange_weak_explicit(&p->span, &s, ns, memory_order_relaxed, memory_order_relaxed))
+			return back ? (int)hi - 1 : (int)lo;
+	}
+}
+
+static void run_tasks(ms_pool *p, int back) {
+	for (int i; (i = claim(p, back)) >= 0;) p->fn(p->ctx, i, p->n_tasks);
 }
 
 /* Joins the run of generation gen if it is still open; 1 when joined. */
@@ -75,7 +88,7 @@ static void *worker(void *arg) {
 		if (atomic_load(&p->stop)) return NULL;
 		seen = RUN_GEN(atomic_load(&p->state));
 		if (!join_run(p, seen)) continue; /* the caller already did the work */
-		run_tasks(p);
+		run_tasks(p, 1);
 		unsigned long long s = atomic_fetch_sub_explicit(&p->state, 1, memory_order_acq_rel) - 1;
 		if (RUN_ACTIVE(s) == 0 && !(s & RUN_OPEN)) {
 			/* under the mutex: the caller checks the count under it before it sleeps */
@@ -99,7 +112,7 @@ int ms_pool_init(ms_pool *p, int n_threads) {
 	if (n_threads > 256) n_threads = 256;
 	p->n_threads = n_threads;
 	atomic_init(&p->state, 0);
-	atomic_init(&p->next, 0);
+	atomic_init(&p->span, 0);
 	atomic_init(&p->stop, 0);
 	pthread_mutex_init(&p->mu, NULL);
 	pthread_cond_init(&p->cv_start, NULL);
@@ -145,7 +158,7 @@ void ms_pool_run_n(ms_pool *p, ms_pool_fn fn, void *ctx, int n_tasks) {
 	p->fn = fn;
 	p->ctx = ctx;
 	p->n_tasks = n_tasks;
-	atomic_store_explicit(&p->next, 0, memory_order_relaxed);
+	atomic_store_explicit(&p->span, (unsigned long long)n_tasks << 32, memory_order_relaxed);
 	/* opened under the mutex so that a worker about to sleep cannot miss it; a broadcast
 	 * with no sleeper is cheap */
 	pthread_mutex_lock(&p->mu);
@@ -153,7 +166,7 @@ void ms_pool_run_n(ms_pool *p, ms_pool_fn fn, void *ctx, int n_tasks) {
 	atomic_store_explicit(&p->state, gen << 32 | RUN_OPEN, memory_order_release);
 	pthread_cond_broadcast(&p->cv_start);
 	pthread_mutex_unlock(&p->mu);
-	run_tasks(p);
+	run_tasks(p, 0);
 	/* every task is claimed: close the run, then wait for the workers inside it */
 	unsigned long long s = atomic_fetch_and_explicit(&p->state, ~RUN_OPEN, memory_order_acq_rel);
 	uint64_t t0 = 0;
@@ -494,9 +507,9 @@ __attribute__((target("avx2,fma"), always_inline)) static inline __m256 q8_dot_b
 }
 
 /* R rows of 8-bit W against T tokens' quantised x, R * T accumulators; out: [T][ldo]. Each
- * (row, token) sums acc += d[b] * s[b] + d[b+1] * s[b+1] per pair of blocks in the same
- * order for every R and T, so a token's result does not depend on what it was batched
- * with. */
+ * (row, token) sums acc += d[b] * s[b] + d[b+1] * s[b+1] per pair of blocks, the same order
+ * for every R and T (one accumulator per pair, and the add per two blocks keeps its chain
+ * short). */
 __attribute__((target("avx2,fma"), always_inline)) static inline void
 q8_tile_avx2(const q8_acts *x, int k, const int8_t *qw, const float *sw, int R, int T, float *out, size_t ldo) {
 	int nb = k / MS_Q8_BLOCK;
@@ -727,13 +740,13 @@ static void mm_rows_f32(const mm_job *j, const ms_mat *m, int r0, int r1) {
 	}
 }
 
-/* Several tokens against 8-bit rows, AVX2: four rows at a time are dequantised into F32, a
- * slice of DQ_K columns at a time (16 KiB on the stack), and run through the F32 tiles.
- * That beat 8-bit tiles on integer activations (2 x 4 int16 tiles: ~20% slower per core):
- * on AVX2 the per-block conversion and scaling of the integer sums costs about what the
- * F32 FMAs they replace do. */
+/* Many tokens against 8-bit rows: four rows at a time are dequantised into F32, a slice of
+ * DQ_K columns at a time (16 KiB on the stack), and run through the F32 tiles. From 16
+ * tokens that beat the integer tiles (at 32: ~20% on AVX2, ~13% on AVX-512, one core):
+ * each integer block sum still needs a conversion and a scaling per (row, token), about
+ * what the F32 FMAs it replaces cost, while the dequantising is shared by all the tokens. */
 #define DQ_K 1024
-#define DQ_MIN_N 16 /* below this, the integer tiles win: the dequantising is shared by fewer tokens */
+#define DQ_MIN_N 16
 __attribute__((target("avx2,fma"))) static void dequant_avx2(const int8_t *q, const float *sc, int k, float *out) {
 	for (int b = 0; b < k / MS_Q8_BLOCK; b++) {
 		__m256 s8 = _mm256_broadcast_ss(sc + b);
@@ -806,9 +819,18 @@ static void mm_rows_q8(const mm_job *j, const ms_mat *m, int r0, int r1) {
 }
 
 /* A task: a contiguous range of 4-row blocks across the products, in order. */
+/* Where task t of nt starts, in blocks: tasks shrink from both ends towards the middle,
+ * where the front and back claimers meet (see claim), so that the thread that finishes
+ * first waits on a small last task rather than an average one. */
+static int task_start(int blocks, int t, int nt) {
+	if (t <= 0 || t >= nt) return t <= 0 ? 0 : blocks;
+	double u = (double)t / nt, v = u < 0.5 ? 1.0 - 2.0 * u : 2.0 * u - 1.0, f = 0.5 * (1.0 - v * v);
+	return (int)(blocks * (u < 0.5 ? f : 1.0 - f) + 0.5);
+}
+
 static void mm_task(void *ctx, int t, int nt) {
 	const mm_job *j = ctx;
-	int b0 = (int)((long)j->blocks * t / nt), b1 = (int)((long)j->blocks * (t + 1) / nt);
+	int b0 = task_start(j->blocks, t, nt), b1 = task_start(j->blocks, t + 1, nt);
 	for (int mi = 0, off = 0; mi < j->count && off < b1; mi++) {
 		const ms_mat *m = &j->mats[mi];
 		int nb = (m->d + 3) / 4, lo = b0 > off ? b0 - off : 0, hi = b1 - off < nb ? b1 - off : nb;

@@ -29,7 +29,7 @@ typedef struct ms_pool {
 	pthread_mutex_t mu;
 	pthread_cond_t cv_start, cv_done;
 	atomic_ullong state; /* run generation << 32 | open << 31 | workers inside the run */
-	atomic_int next;     /* next unclaimed task of the run */
+	atomic_ullong span;  /* the run's unclaimed tasks [lo, hi): lo | hi << 32 */
 	atomic_int stop;
 	int n_tasks;
 	ms_pool_fn fn;
