@@ -707,6 +707,7 @@ typedef struct hasher {
 	piece *queue, *queue_tail; /* on disk, not yet hashed, in file order */
 	piece *spare;              /* hashed, for the writer to fill again */
 	int held, max_held;        /* pieces in queue + spare + being hashed */
+	int nspare;
 	int paused;                /* the transfer waits for a piece (see hasher_full) */
 	int resume;                /* a piece came back: unpause it (on the loop) */
 	int done;                  /* the thread has ended */
@@ -790,7 +791,9 @@ static void hasher_thread(void *arg) {
 		if (p) {
 			p->next = h->spare;
 			h->spare = p;
-			if (h->paused) { /* resume stays set until the loop has seen it */
+			h->nspare++;
+			/* resume once half the pieces are free: fewer pause cycles, each costly */
+			if (h->paused && 2 * h->nspare >= h->max_held) { /* resume stays set until the loop has seen it */
 				h->paused = 0;
 				h->resume = wake = 1;
 			}
@@ -895,7 +898,7 @@ static void hasher_feed(hasher *h, uint64_t written, piece **wb) {
 		else h->queue = p;
 		h->queue_tail = p;
 		*wb = h->spare;
-		if (h->spare) h->spare = h->spare->next;
+		if (h->spare) h->spare = h->spare->next, h->nspare--;
 		else h->held++;
 	}
 	int wake = written - h->hashed >= WBUF_SIZE || written >= h->size || h->queue;
