@@ -77,8 +77,9 @@ typedef struct ms_hub_opts {
 	int max_retries;        /* per file, for 408/429/5xx and dropped connections (default 5) */
 	unsigned retry_base_ms; /* first backoff, doubled per retry (default 1000) */
 	int hash_pieces;        /* MiB of received bytes the sha256 thread may hold per big file
-				 * to digest from memory (default 8); -1: none, it reads
-				 * everything back from the file */
+				 * to digest from memory (default 8); while it holds them all, a
+				 * plain-HTTP transfer pauses. -1: none, it reads everything back
+				 * from the file */
 } ms_hub_opts;
 
 /* The files fetched when patterns is NULL: what a model app needs (configs, tokenizer,

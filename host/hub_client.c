@@ -83,6 +83,7 @@ struct hfile {
 	size_t wlen;
 	uint64_t range_from;    /* the offset the current GET asked for */
 	int got_first;
+	int may_pause;          /* plain HTTP/1.x: pausing is safe with this libcurl (see get_body_cb) */
 	int sha_ok;             /* the digest covers every byte from 0 */
 	EVP_MD_CTX *sha;
 	uv_timer_t timer;       /* lock polling and retry backoff */
@@ -690,10 +691,12 @@ typedef struct piece {
 
 /* The sha256 of a big LFS file is computed on a thread of its own, just behind the writer,
  * so checking the digest neither stalls the loop nor adds a second pass at the end. It
- * digests the pieces the writer hands over (no second copy of the bytes); when it falls
- * further behind than its pieces allow (a busy CPU), the writer keeps writing and the
- * hasher reads the bytes it was not given back from the .incomplete file (the page cache).
- * Memory stays bounded either way. */
+ * digests the pieces the writer hands over (no second copy of the bytes). When it holds
+ * as many as it may (the CPU is short: hashing is the slowest step), the transfer pauses
+ * until it gives one back, rather than leave it to finish alone after the last byte while
+ * the other core idles. With no pieces at all (hash_pieces -1), or for the last piece of a
+ * transfer that ends while the hasher is full, it reads the bytes back from the
+ * .incomplete file instead. Memory stays bounded either way. */
 typedef struct hasher {
 	uv_thread_t th;
 	uv_mutex_t mu;
@@ -704,6 +707,10 @@ typedef struct hasher {
 	piece *queue, *queue_tail; /* on disk, not yet hashed, in file order */
 	piece *spare;              /* hashed, for the writer to fill again */
 	int held, max_held;        /* pieces in queue + spare + being hashed */
+	int nspare;
+	int paused;                /* the transfer waits for a piece (see hasher_full) */
+	int resume;                /* a piece came back: unpause it (on the loop) */
+	int done;                  /* the thread has ended */
 	int stop, rc;
 	EVP_MD_CTX *ctx;
 	hfile *hf;              /* NULL once detached (the download was abandoned) */
@@ -780,13 +787,24 @@ static void hasher_thread(void *arg) {
 		}
 		uv_mutex_lock(&h->mu);
 		h->hashed += len;
+		int wake = 0;
 		if (p) {
 			p->next = h->spare;
 			h->spare = p;
+			h->nspare++;
+			/* resume once half the pieces are free: fewer pause cycles, each costly */
+			if (h->paused && 2 * h->nspare >= h->max_held) { /* resume stays set until the loop has seen it */
+				h->paused = 0;
+				h->resume = wake = 1;
+			}
 		}
 		uv_mutex_unlock(&h->mu);
+		if (wake) uv_async_send(&h->async);
 	}
 	free(buf);
+	uv_mutex_lock(&h->mu);
+	h->done = 1;
+	uv_mutex_unlock(&h->mu);
 	uv_async_send(&h->async);
 }
 
@@ -805,21 +823,31 @@ static void hasher_closed(uv_handle_t *hd) {
 
 static void finish_blob(hfile *hf);
 
-static void on_hasher_done(uv_async_t *a) {
+/* The thread gave a piece back to a paused transfer, or ended. */
+static void on_hasher_async(uv_async_t *a) {
 	hasher *h = a->data;
-	uv_thread_join(&h->th);
+	uv_mutex_lock(&h->mu);
+	int done = h->done, resume = h->resume || (done && h->paused); /* paused and done: it failed */
+	h->resume = 0;
+	if (done) h->paused = 0;
+	uv_mutex_unlock(&h->mu);
 	hfile *hf = h->hf;
-	if (hf) {
-		hf->hs = NULL;
-		if (!h->stop && h->rc == 0 && h->hashed == h->size) {
-			EVP_MD_CTX_copy_ex(hf->sha, h->ctx);
-			hf->sha_ok = 1;
-		} else {
-			hf->sha_ok = 0;
+	if (done) {
+		uv_thread_join(&h->th);
+		if (hf) {
+			hf->hs = NULL;
+			if (!h->stop && h->rc == 0 && h->hashed == h->size) {
+				EVP_MD_CTX_copy_ex(hf->sha, h->ctx);
+				hf->sha_ok = 1;
+			} else {
+				hf->sha_ok = 0; /* verify() reads the file back */
+			}
 		}
+		uv_close((uv_handle_t *)&h->async, hasher_closed);
 	}
-	uv_close((uv_handle_t *)&h->async, hasher_closed);
-	if (hf && hf->verify_waiting) {
+	/* may call get_body_cb right away with the bytes held back; curl re-arms its timer */
+	if (resume && hf && hf->x) curl_easy_pause(hf->x->easy, CURLPAUSE_CONT);
+	if (done && hf && hf->verify_waiting) {
 		hf->verify_waiting = 0;
 		if (hf->dead) file_close(hf);
 		else finish_blob(hf);
@@ -841,7 +869,7 @@ static void hasher_start(hfile *hf) {
 		goto fail;
 	}
 	EVP_DigestInit_ex(h->ctx, EVP_sha256(), NULL);
-	uv_async_init(h->hub->loop, &h->async, on_hasher_done);
+	uv_async_init(h->hub->loop, &h->async, on_hasher_async);
 	h->async.data = h;
 	h->hub->open_handles++;
 	if (uv_thread_create(&h->th, hasher_thread, h)) {
@@ -870,12 +898,22 @@ static void hasher_feed(hasher *h, uint64_t written, piece **wb) {
 		else h->queue = p;
 		h->queue_tail = p;
 		*wb = h->spare;
-		if (h->spare) h->spare = h->spare->next;
+		if (h->spare) h->spare = h->spare->next, h->nspare--;
 		else h->held++;
 	}
 	int wake = written - h->hashed >= WBUF_SIZE || written >= h->size || h->queue;
 	uv_mutex_unlock(&h->mu);
 	if (wake) uv_cond_signal(&h->cv); /* after unlocking: the hasher wakes to a free mutex */
+}
+
+/* 1 when the hasher holds all the pieces it may: the writer would have to keep its
+ * piece, so the transfer pauses (CURL_WRITEFUNC_PAUSE) until a piece comes back. */
+static int hasher_full(hasher *h) {
+	uv_mutex_lock(&h->mu);
+	int full = h->max_held > 0 && !h->spare && h->held >= h->max_held && !h->done && !h->stop;
+	if (full) h->paused = 1;
+	uv_mutex_unlock(&h->mu);
+	return full;
 }
 
 /* Abandons the hasher (failure, cancel, or a restart from byte 0). */
@@ -921,6 +959,11 @@ static size_t get_body_cb(char *buf, size_t size, size_t n, void *ud) {
 		long st = 0;
 		curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &st);
 		x->status = st;
+		long ver = 0;
+		char *scheme = NULL;
+		curl_easy_getinfo(x->easy, CURLINFO_HTTP_VERSION, &ver);
+		curl_easy_getinfo(x->easy, CURLINFO_SCHEME, &scheme);
+		hf->may_pause = ver > 0 && ver < CURL_HTTP_VERSION_2_0 && scheme && !strcasecmp(scheme, "http");
 		if (st == 200 && hf->range_from > 0) { /* Range ignored: start again */
 			if (ftruncate(hf->fd, 0) != 0) return 0;
 			hasher_detach(hf);
@@ -935,6 +978,12 @@ static size_t get_body_cb(char *buf, size_t size, size_t n, void *ud) {
 		hf->io_error = -1;
 		return 0;
 	}
+	/* the piece fills up in this call (curl hands over at most CURL_MAX_WRITE_SIZE) while
+	 * the hasher holds all it may. Only over plain HTTP/1.x: libcurl 7.88 has known stalls
+	 * resuming paused HTTP/2 streams; there (and over TLS, where the Hub is far slower than
+	 * sha256 anyway) the hasher reads the bytes back instead. */
+	if (hf->hs && hf->may_pause && hf->wlen + len >= WBUF_SIZE && len <= CURL_MAX_WRITE_SIZE && hasher_full(hf->hs))
+		return CURL_WRITEFUNC_PAUSE;
 	size_t off = 0;
 	while (off < len) {
 		/* a written piece may have gone to the hasher */

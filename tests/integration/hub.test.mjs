@@ -392,11 +392,17 @@ s.test("fault: two processes asking for the same file download it once", async (
   assert(readFileSync(join(a.stdout.trim(), "model.safetensors")).equals(ctx.fault.big), "bytes");
 });
 
-s.test("fault: the sha256 check holds however the hasher gets the bytes (memory, read back, both)", async (ctx) => {
-  // MOONSPACE_HUB_HASH_PIECES bounds the pieces the hash thread digests from memory; past
-  // them it reads the bytes back from the .incomplete file. -1: every byte read back; 1: a
-  // mix of both; unset: the default
-  for (const pieces of ["-1", "1", ""]) {
+s.test("fault: the sha256 check holds however the hasher gets the bytes (memory, paused, read back)", async (ctx) => {
+  // MOONSPACE_HUB_HASH_PIECES bounds the pieces the hash thread digests from memory, and the
+  // transfer pauses while it holds them all (with 1 or 2, over and over); -1: none, it reads
+  // every byte back from the .incomplete file; unset: the default
+  const data = randomBytes(40 << 20);
+  mkdirSync(join(ctx.mirror, "test/hashing"), { recursive: true });
+  writeFileSync(join(ctx.mirror, "test/hashing/model.safetensors"), data);
+  for (const pieces of ["-1", "1", "2", ""]) {
+    const m = await pull("test/hashing", { ...ctx.env, HF_HUB_CACHE: join(ctx.root, `c-hashm${pieces}`), MOONSPACE_HUB_HASH_PIECES: pieces });
+    assertEq(m.code, 0, `pieces=${pieces}: ${m.stderr}`);
+    assert(readFileSync(join(m.stdout.trim(), "model.safetensors")).equals(data), `pieces=${pieces}: mirror bytes`);
     const env = { HF_ENDPOINT: ctx.fault.url, HF_HUB_CACHE: join(ctx.root, `c-hash${pieces}`), MOONSPACE_HUB_HASH_PIECES: pieces };
     const ok = await pull("fault/drop", env); // resumed after 1 MiB: the digest spans both GETs
     assertEq(ok.code, 0, `pieces=${pieces}: ${ok.stderr}`);
