@@ -73,7 +73,8 @@ struct ms_model {
 struct ms_seq {
 	struct ms_model *m;
 	int max_seq, pos;
-	float *key_cache, *value_cache; /* [layers][kv_heads][max_seq][head_dim] */
+	float *key_cache, *value_cache; /* [layers][kv_heads][max_seq][head_dim], one mapping */
+	size_t kv_size;                 /* bytes mapped at key_cache */
 };
 
 /* Scratch for one forward pass of up to MS_CHUNK rows (tokens of one or several
