@@ -2,6 +2,7 @@
 #include "runtime/config.h"
 
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,14 +18,19 @@ const char *ms_arch_name(ms_arch a) {
 	}
 }
 
-/* First of several spellings present as an integer, else def. */
+/* First of several spellings present as an integer, else def. Clamped to int: the fields
+ * are stored as int, and a value that wrapped (2^32 + 64 -> 64) would pass the range checks;
+ * INT_MIN / INT_MAX fail them instead. */
 static long get_int(json_t *o, const char *const *names, long def) {
 	for (; *names; names++) {
 		json_t *v = json_object_get(o, *names);
-		if (json_is_integer(v)) return (long)json_integer_value(v);
+		if (!json_is_integer(v)) continue;
+		json_int_t i = json_integer_value(v);
+		return i < INT_MIN ? INT_MIN : i > INT_MAX ? INT_MAX : (long)i;
 	}
 	return def;
 }
+static int bad_token_id(int id) { return id == INT_MIN || id == INT_MAX; }
 static double get_num(json_t *o, const char *const *names, double def) {
 	for (; *names; names++) {
 		json_t *v = json_object_get(o, *names);
@@ -122,8 +128,10 @@ static int parse(ms_config *c, json_t *root, const char *path, char *err, size_t
 	c->bos_id = (int)get_int(root, NAMES("bos_token_id"), -1);
 	c->eos_id = (int)get_int(root, NAMES("eos_token_id"), -1);
 	json_t *eos = json_object_get(root, "eos_token_id");
-	if (json_is_array(eos) && json_is_integer(json_array_get(eos, 0)))
-		c->eos_id = (int)json_integer_value(json_array_get(eos, 0));
+	if (json_is_array(eos) && json_is_integer(json_array_get(eos, 0))) {
+		json_int_t e0 = json_integer_value(json_array_get(eos, 0));
+		c->eos_id = e0 < INT_MIN ? INT_MIN : e0 > INT_MAX ? INT_MAX : (int)e0;
+	}
 	c->pad_id = (int)get_int(root, NAMES("pad_token_id"), -1);
 
 	const char *act = json_string_value(json_object_get(root, "hidden_act"));
@@ -146,13 +154,16 @@ static int parse(ms_config *c, json_t *root, const char *path, char *err, size_t
 	if (c->dim <= 0 || c->n_layers <= 0 || c->n_heads <= 0 || c->n_kv_heads <= 0 || c->vocab_size <= 0 ||
 	    c->hidden_dim <= 0 || c->max_pos <= 0)
 		return ms_errf(err, errlen, MS_EFORMAT, "%s: missing or non-positive sizes (hidden, layers, heads, vocab)", path);
-	if (c->dim > (1 << 16) || c->n_layers > 1024 || c->vocab_size > (1 << 22) || c->hidden_dim > (1 << 18) ||
+	if (c->dim > (1 << 16) || c->n_heads > (1 << 16) || c->n_kv_heads > (1 << 16) || c->n_layers > 1024 ||
+	    c->vocab_size > (1 << 22) || c->hidden_dim > (1 << 18) ||
 	    c->max_pos > (1 << 20) || c->type_vocab_size < 0 || c->type_vocab_size > 1024)
 		return ms_errf(err, errlen, MS_ERANGE, "%s: sizes out of the supported range", path);
 	if (c->dim % c->n_heads != 0 || c->n_heads % c->n_kv_heads != 0)
 		return ms_errf(err, errlen, MS_EFORMAT,
 			       "%s: hidden size %d not divisible by %d heads, or heads not a multiple of %d KV heads",
 			       path, c->dim, c->n_heads, c->n_kv_heads);
+	if (bad_token_id(c->bos_id) || bad_token_id(c->eos_id) || bad_token_id(c->pad_id))
+		return ms_errf(err, errlen, MS_ERANGE, "%s: bos/eos/pad token id out of range", path);
 	c->head_dim = c->dim / c->n_heads;
 	if (c->arch == MS_ARCH_LLAMA && c->head_dim % 2)
 		return ms_errf(err, errlen, MS_EFORMAT, "%s: odd head dimension %d for RoPE", path, c->head_dim);

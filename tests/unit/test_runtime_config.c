@@ -80,6 +80,10 @@ TEST(variants) {
 		{"{\"model_type\":\"llama\",\"hidden_size\":-64,\"num_hidden_layers\":2,\"num_attention_heads\":4,\"vocab_size\":10}", "sizes"},
 		{"{\"model_type\":\"llama\",\"hidden_size\":64,\"num_hidden_layers\":2000000,\"num_attention_heads\":4,\"vocab_size\":10}", "range"},
 		{"{\"model_type\":\"bert\",\"hidden_size\":8,\"num_hidden_layers\":1,\"num_attention_heads\":2,\"vocab_size\":10,\"id2label\":{\"x\":\"a\"}}", "id2label"},
+		/* 2^32 + 64 and 2^32 + 4: a size that wraps to a valid int must not pass as 64 */
+		{"{\"model_type\":\"llama\",\"hidden_size\":4294967360,\"num_hidden_layers\":2,\"num_attention_heads\":4,\"vocab_size\":10}", "sizes"},
+		{"{\"model_type\":\"llama\",\"hidden_size\":64,\"num_hidden_layers\":2,\"num_attention_heads\":4294967300,\"vocab_size\":10}", "sizes"},
+		{"{\"model_type\":\"llama\",\"hidden_size\":64,\"num_hidden_layers\":2,\"num_attention_heads\":4,\"vocab_size\":10,\"eos_token_id\":4294967298}", "range"},
 		{"[1]", "object"},
 		{"{", "config.json"},
 	};
