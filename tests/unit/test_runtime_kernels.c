@@ -171,6 +171,39 @@ TEST(sampler) {
 	ms_sampler_free(&s);
 }
 
+/* Draw frequencies against the distribution transformers' warpers define: softmax(l / T),
+ * then top-k, then the smallest head whose mass reaches top-p, renormalised. */
+static void check_draws(float temp, int top_k, float top_p, const double *want) {
+	const double p[4] = {0.5, 0.3, 0.15, 0.05};
+	enum { DRAWS = 40000 };
+	int counts[4] = {0};
+	ms_sampler s;
+	CHECK_INT(ms_sampler_init(&s, 4, temp, top_k, top_p, 1, 7), 0);
+	for (int i = 0; i < DRAWS; i++) {
+		float l[4];
+		for (int k = 0; k < 4; k++) l[k] = (float)log(p[k]) + 3.0f; /* an offset softmax ignores */
+		counts[ms_sampler_sample(&s, l, NULL, 0)]++;
+	}
+	ms_sampler_free(&s);
+	for (int k = 0; k < 4; k++)
+		CHECK_MSG(fabs(counts[k] / (double)DRAWS - want[k]) < 0.01, "T %g top-k %d top-p %g: id %d drawn %.4f, want %.4f",
+			  temp, top_k, top_p, k, counts[k] / (double)DRAWS, want[k]);
+}
+
+TEST(sampler_distributions) {
+	check_draws(1, 0, 1, (const double[]){0.5, 0.3, 0.15, 0.05});
+	check_draws(1, 0, 0.7f, (const double[]){0.625, 0.375, 0, 0});     /* 0.5 + 0.3 reaches 0.7 */
+	check_draws(1, 0, 0.9f, (const double[]){0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0});
+	check_draws(1, 3, 1, (const double[]){0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0});
+	check_draws(1, 3, 0.5f, (const double[]){1, 0, 0, 0});
+	/* T = 2: p^(1/2), normalised */
+	double r[4] = {sqrt(0.5), sqrt(0.3), sqrt(0.15), sqrt(0.05)}, z = r[0] + r[1] + r[2] + r[3];
+	check_draws(2, 0, 1, (const double[]){r[0] / z, r[1] / z, r[2] / z, r[3] / z});
+	/* T = 0.5: p^2 */
+	double q[4] = {0.25, 0.09, 0.0225, 0.0025}, y = q[0] + q[1] + q[2] + q[3];
+	check_draws(0.5f, 0, 1, (const double[]){q[0] / y, q[1] / y, q[2] / y, q[3] / y});
+}
+
 /* 8-bit products: x is quantised to int16 per token and block of 32, and the kernels sum
  * exact integer block dots times both scales; against that reference (double) within float
  * rounding, against x · dequantised W as before activations were quantised, and against the
