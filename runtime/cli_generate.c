@@ -24,7 +24,17 @@ static void usage(FILE *f) {
 		"  --no-eos            keep generating past the end-of-sequence token\n");
 }
 
+/* The prompt is echoed with the first piece (or at the end), not before the call: a call
+ * that fails (wrong model family, prompt too long) leaves stdout empty. */
+typedef struct { const char *prompt; int echoed; } echo;
+
+static void echo_prompt(echo *e) {
+	if (!e->echoed) fputs(e->prompt, stdout);
+	e->echoed = 1;
+}
+
 static int on_text(void *ud, const char *text, size_t len) {
+	echo_prompt(ud);
 	fwrite(text, 1, len, stdout);
 	fflush(stdout);
 	return 0;
@@ -95,12 +105,14 @@ int ms_cli_generate(int argc, char **argv) {
 	o.seed = (uint64_t)seed;
 	o.stop = n_stops ? stops : NULL;
 	o.stop_on_eos = !no_eos;
-	fputs(prompt, stdout);
-	fflush(stdout);
 	ms_gen_stats st = {0};
 	char err[1024] = "";
-	int rc = n > 0 ? ms_model_generate(m, prompt, &o, on_text, NULL, &st, err, sizeof err) : 0;
-	putchar('\n');
+	echo e = {prompt, 0};
+	int rc = ms_model_generate(m, prompt, &o, on_text, &e, &st, err, sizeof err);
+	if (rc == 0 || e.echoed) {
+		echo_prompt(&e);
+		putchar('\n');
+	}
 	fflush(stdout);
 	if (rc != 0) {
 		fprintf(stderr, "moonspace generate: %s\n", err[0] ? err : ms_strerror(rc));

@@ -526,10 +526,19 @@ int ms_model_generate_ids(ms_model *m, const int32_t *prompt, size_t n_prompt, c
 	return rc;
 }
 
+/* A task asked of a checkpoint whose family cannot do it: say what it is and what is needed. */
+static int wrong_family(const ms_model *m, const char *task, const char *needs, char *err, size_t errlen) {
+	return ms_errf(err, errlen, MS_EUNSUPPORTED, "%s is a %s (%s): %s needs %s", m->dir, ms_arch_name(m->cfg.arch),
+		       m->cfg.model_type[0] ? m->cfg.model_type : "no model_type", task, needs);
+}
+
 int ms_model_encode_prompt(ms_model *m, const char *prompt, int add_special, int32_t **ids, size_t *n, char *err,
 			   size_t errlen) {
 	*ids = NULL;
 	*n = 0;
+	if (m->cfg.arch != MS_ARCH_LLAMA && m->cfg.arch != MS_ARCH_GPT2)
+		return wrong_family(m, "generation", "a causal language model (LlamaForCausalLM, GPT2LMHeadModel)", err,
+				    errlen);
 	if (!m->tok)
 		return ms_errf(err, errlen, MS_EUNSUPPORTED, "%s: no tokenizer for text generation", m->dir);
 	int rc = ms_tokenizer_encode(m->tok, prompt, strlen(prompt), add_special, ids, n);
@@ -638,6 +647,9 @@ int ms_model_classify(ms_model *m, const char *text, ms_label_score **out, size_
 		      size_t errlen) {
 	int32_t *ids = NULL;
 	size_t n = 0;
+	if (!m->cfg.has_classifier)
+		return wrong_family(m, "classify", "a sequence classification checkpoint (BertForSequenceClassification, "
+				    "DistilBertForSequenceClassification)", err, errlen);
 	int rc = encode_text(m, text, &ids, &n, err, errlen);
 	if (rc == 0 && (rc = ms_model_classify_ids(m, ids, n, out, n_out)) != 0)
 		ms_errf(err, errlen, rc, "%s: classify: %s", m->dir, ms_strerror(rc));
@@ -649,6 +661,8 @@ int ms_model_embed(ms_model *m, const char *text, float **vec, size_t *dim, char
 	int32_t *ids = NULL;
 	size_t n = 0;
 	*vec = NULL;
+	if (m->cfg.arch != MS_ARCH_BERT && m->cfg.arch != MS_ARCH_BERT_CLS && m->cfg.arch != MS_ARCH_DISTILBERT)
+		return wrong_family(m, "embed", "an encoder (BERT, DistilBERT)", err, errlen);
 	int rc = encode_text(m, text, &ids, &n, err, errlen);
 	if (rc == 0) {
 		*vec = malloc((size_t)m->cfg.dim * sizeof **vec);

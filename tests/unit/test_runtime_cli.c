@@ -294,3 +294,84 @@ TEST(generate_text_gpt2_streaming) {
 	json_decref(ref);
 	CHECK_INT(system(cmd), 0);
 }
+
+/* --seed makes a sampled run repeatable, whatever --threads; another seed gives another
+ * text; --top-p and -t reach the sampler (a tiny top-p is greedy). */
+static char *generate_out(const char *opts) {
+	char args[4096], err[4096];
+	snprintf(args, sizeof args, "generate '%s' -p 'Once upon a time' %s", fixture_path("models/stories260K"), opts);
+	int rc;
+	char *out = run(args, &rc, err, sizeof err);
+	skip_without_tokenizer(err);
+	CHECK_MSG(rc == 0, "%s: exit %d: %s", opts, rc, err);
+	CHECK_MSG(strncmp(out, "Once upon a time", 16) == 0, "%s: the prompt is not echoed: %s", opts, out);
+	return out;
+}
+
+TEST(generate_seed_top_p_threads) {
+	char *a = generate_out("-n 60 -t 1 --top-p 0.95 --seed 42 --threads 1");
+	char *b = generate_out("-n 60 -t 1 --top-p 0.95 --seed 42 --threads 2");
+	CHECK_STR(a, b);
+	int differ = 0;
+	for (int seed = 1; seed <= 3 && !differ; seed++) {
+		char opts[128];
+		snprintf(opts, sizeof opts, "-n 60 -t 1 --top-p 0.95 --seed %d", seed);
+		char *c = generate_out(opts);
+		differ = strcmp(a, c) != 0;
+		free(c);
+	}
+	CHECK_MSG(differ, "seeds 1, 2, 3 and 42 all gave: %s", a);
+	char *g = generate_out("-n 60 -t 0");
+	char *p = generate_out("-n 60 -t 1.5 --top-p 0.0001 --seed 5");
+	CHECK_STR(p, g);
+	free(a), free(b), free(g), free(p);
+}
+
+/* An empty TEXT is handled like any text: [CLS] [SEP] through the model. */
+TEST(classify_embed_empty_text) {
+	char args[4096], err[4096];
+	int rc;
+	snprintf(args, sizeof args, "classify '%s' ''", fixture_path("models/tiny-bert-cls"));
+	char *out = run(args, &rc, err, sizeof err);
+	skip_without_tokenizer(err);
+	CHECK_MSG(rc == 0, "exit %d: %s", rc, err);
+	json_error_t je;
+	json_t *res = json_loads(out, 0, &je);
+	CHECK_MSG(json_array_size(res) == 3, "classify '': %s", out);
+	double sum = 0;
+	for (size_t k = 0; k < 3; k++) sum += json_number_value(json_object_get(json_array_get(res, k), "score"));
+	CHECK_NEAR(sum, 1, 1e-5);
+	json_decref(res);
+	free(out);
+	snprintf(args, sizeof args, "embed '%s' ''", fixture_path("models/tiny-distilbert-cls"));
+	out = run(args, &rc, err, sizeof err);
+	CHECK_MSG(rc == 0, "exit %d: %s", rc, err);
+	res = json_loads(out, 0, &je);
+	CHECK_MSG(json_array_size(res) == 16, "embed '': %s", out);
+	double norm = 0;
+	for (size_t k = 0; k < 16; k++) norm += pow(json_number_value(json_array_get(res, k)), 2);
+	CHECK_NEAR(norm, 1, 1e-5);
+	json_decref(res);
+	free(out);
+}
+
+/* A task the checkpoint's family cannot do says which family it is and what is needed,
+ * and generate prints nothing on stdout (no echoed prompt before the failure). */
+TEST(wrong_family_is_a_clear_error) {
+	static const struct { const char *cmd, *model, *want; } cases[] = {
+		{"generate", "models/tiny-bert-cls", "causal language model"},
+		{"classify", "models/stories260K", "sequence classification"},
+		{"embed", "models/stories260K", "encoder"},
+	};
+	for (size_t i = 0; i < MS_ARRAY_LEN(cases); i++) {
+		char args[4096], err[4096];
+		int rc;
+		snprintf(args, sizeof args, "%s '%s' %s 'hello'", cases[i].cmd, fixture_path(cases[i].model),
+			 strcmp(cases[i].cmd, "generate") ? "" : "-p");
+		char *out = run(args, &rc, err, sizeof err);
+		CHECK_INT(rc, 1);
+		CHECK_MSG(strstr(err, cases[i].want) && strstr(err, cases[i].model + 7), "%s: %s", cases[i].cmd, err);
+		CHECK_STR(out, "");
+		free(out);
+	}
+}
