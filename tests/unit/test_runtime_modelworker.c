@@ -81,6 +81,55 @@ static json_t *ids_json(const int32_t *ids, size_t n) {
 	return a;
 }
 
+/* The value of `key` in /proc/PID/FILE ("Seccomp:\t2"), or "" */
+static void proc_field(pid_t pid, const char *file, const char *key, char *out, size_t len) {
+	char path[64], line[512];
+	snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, file);
+	FILE *f = fopen(path, "r");
+	CHECK_MSG(f, "%s: %s", path, strerror(errno));
+	out[0] = 0;
+	size_t kl = strlen(key);
+	while (fgets(line, sizeof line, f))
+		if (!strncmp(line, key, kl)) {
+			char *v = line + kl;
+			while (*v == ' ' || *v == '\t' || *v == ':') v++;
+			snprintf(out, len, "%s", v);
+			out[strcspn(out, "\n")] = 0;
+			break;
+		}
+	fclose(f);
+}
+
+/* Serving, the worker is locked down and sealed: no new privileges, the seccomp filters of
+ * ms_isolate_apply and ms_isolate_seal, no file writes, no core dumps, and not root. */
+TEST(serving_worker_is_isolated) {
+	worker w;
+	json_decref(start(&w, "models/stories260K"));
+	char v[256];
+	proc_field(w.pid, "status", "NoNewPrivs", v, sizeof v);
+	CHECK_STR(v, "1");
+	proc_field(w.pid, "status", "Seccomp", v, sizeof v);
+	CHECK_STR(v, "2");
+	proc_field(w.pid, "status", "Seccomp_filters", v, sizeof v);
+	if (v[0]) CHECK_MSG(atoi(v) >= 2, "Seccomp_filters %s: the seal is missing", v);
+	proc_field(w.pid, "status", "Uid", v, sizeof v);
+	CHECK_MSG(atoi(v) != 0, "runs as uid %s", v);
+	proc_field(w.pid, "limits", "Max file size", v, sizeof v);
+	CHECK_MSG(!strncmp(v, "0 ", 2), "Max file size %s", v);
+	proc_field(w.pid, "limits", "Max core file size", v, sizeof v);
+	CHECK_MSG(!strncmp(v, "0 ", 2), "Max core file size %s", v);
+	/* and still serves */
+	int32_t p[] = {1};
+	send_msg(&w, json_pack("{s:s, s:i, s:s, s:{s:o, s:i, s:f}}", "t", "req", "req", 1, "op", "generate", "args",
+			       "prompt_ids", ids_json(p, 1), "max_new_tokens", 4, "temperature", 0.0));
+	json_t *m = recv_msg(&w);
+	CHECK_STR(json_string_value(json_object_get(m, "t")), "result");
+	CHECK_INT(json_array_size(json_object_get(m, "result")), 4);
+	json_decref(m);
+	stop_worker(&w);
+}
+
+
 TEST(concurrent_generations_match_single) {
 	worker w;
 	json_t *ready = start(&w, "models/stories260K");
