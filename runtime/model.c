@@ -631,15 +631,18 @@ int ms_model_embed_ids(ms_model *m, const int32_t *ids, size_t n, float *vec) {
 	return rc;
 }
 
+size_t ms_model_fit_ids(const ms_model *m, int32_t *ids, size_t n) {
+	if (n <= (size_t)m->cfg.max_pos) return n;
+	ids[m->cfg.max_pos - 1] = ids[n - 1];
+	return (size_t)m->cfg.max_pos;
+}
+
 static int encode_text(ms_model *m, const char *text, int32_t **ids, size_t *n, char *err, size_t errlen) {
 	if (!m->tok)
 		return ms_errf(err, errlen, MS_EUNSUPPORTED, "%s: no tokenizer", m->dir);
 	int rc = ms_tokenizer_encode(m->tok, text, strlen(text), 1, ids, n);
 	if (rc != 0) return ms_errf(err, errlen, rc, "%s: tokenizing failed", m->dir);
-	if (*n > (size_t)m->cfg.max_pos) { /* truncate as transformers' pipelines do, keeping [SEP] */
-		(*ids)[m->cfg.max_pos - 1] = (*ids)[*n - 1];
-		*n = (size_t)m->cfg.max_pos;
-	}
+	*n = ms_model_fit_ids(m, *ids, *n);
 	return 0;
 }
 

@@ -126,6 +126,9 @@ typedef struct ms_label_score {
 	const char *label; /* owned by the model's config */
 	float score;
 } ms_label_score;
+/* An encoder's input cut to the model's positions as transformers' pipelines cut it (the
+ * last id, [SEP], kept at the end); returns the new length. */
+size_t ms_model_fit_ids(const ms_model *m, int32_t *ids, size_t n);
 /* Softmax over the classifier's logits, sorted by score, highest first; *out malloc'd
  * (n_labels entries). */
 int ms_model_classify_ids(ms_model *m, const int32_t *ids, size_t n, ms_label_score **out, size_t *n_out);

@@ -198,8 +198,15 @@ static void start_generate(json_int_t id, json_t *args, int chat) {
 		r->ids_mode = 1;
 		n = json_array_size(pids);
 		ids = malloc(n * sizeof *ids);
-		for (size_t i = 0; ids && i < n; i++) ids[i] = (int32_t)json_integer_value(json_array_get(pids, i));
 		rc = ids ? 0 : MS_ENOMEM;
+		for (size_t i = 0; rc == 0 && i < n; i++) {
+			json_t *v = json_array_get(pids, i);
+			/* checked here, before the cast: 2^32 + 1 must not become token 1 */
+			if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+			    json_integer_value(v) >= ms_model_config(model)->vocab_size)
+				rc = ms_errf(err, sizeof err, MS_ERANGE, "generate: prompt_ids[%zu] is not a token id", i);
+			else ids[i] = (int32_t)json_integer_value(v);
+		}
 	} else if (prompt) {
 		rc = ms_model_encode_prompt(model, prompt, 1, &ids, &n, err, sizeof err);
 	} else {
@@ -286,11 +293,17 @@ static void quick_op(json_int_t id, const char *op, json_t *args) {
 		if (rc == 0) {
 			n = json_array_size(a);
 			ids = malloc((n + 1) * sizeof *ids);
-			for (size_t i = 0; ids && i < n; i++) ids[i] = (int32_t)json_integer_value(json_array_get(a, i));
+			rc = ids ? 0 : MS_ENOMEM;
+			for (size_t i = 0; rc == 0 && i < n; i++) {
+				json_t *v = json_array_get(a, i);
+				if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > INT32_MAX)
+					rc = ms_errf(err, sizeof err, MS_EINVAL, "detokenize: ids[%zu] is not a non-negative integer", i);
+				else ids[i] = (int32_t)json_integer_value(v);
+			}
 			char *text = NULL;
-			rc = ids ? ms_tokenizer_decode(tokenizer(), ids, n, 1, &text) : MS_ENOMEM;
+			if (rc == 0) rc = ms_tokenizer_decode(tokenizer(), ids, n, 1, &text);
 			if (rc == 0) result = json_string(text ? text : "");
-			else ms_errf(err, sizeof err, rc, "detokenize: %s", ms_strerror(rc));
+			else if (!err[0]) ms_errf(err, sizeof err, rc, "detokenize: %s", ms_strerror(rc));
 			free(text);
 		}
 	} else if (strcmp(op, "logits") == 0) {
@@ -302,7 +315,7 @@ static void quick_op(json_int_t id, const char *op, json_t *args) {
 			rc = ids ? 0 : MS_ENOMEM;
 			for (size_t i = 0; ids && i < n; i++) {
 				json_int_t v = json_integer_value(json_array_get(a, i));
-				if (v < 0 || v >= c->vocab_size) rc = ms_errf(err, sizeof err, MS_ERANGE, "logits: id %lld out of range", (long long)v);
+				if (!json_is_integer(json_array_get(a, i)) || v < 0 || v >= c->vocab_size) rc = ms_errf(err, sizeof err, MS_ERANGE, "logits: id %lld out of range", (long long)v);
 				ids[i] = (int32_t)v;
 			}
 		} else {
@@ -325,7 +338,7 @@ static void quick_op(json_int_t id, const char *op, json_t *args) {
 		if ((rc = text_ids(args, &ids, &n, err, sizeof err)) == 0) {
 			ms_label_score *ls;
 			size_t nl;
-			if (n > (size_t)c->max_pos) n = (size_t)c->max_pos;
+			n = ms_model_fit_ids(model, ids, n);
 			if ((rc = ms_model_classify_ids(model, ids, n, &ls, &nl)) == 0) {
 				result = json_array();
 				for (size_t i = 0; i < nl; i++)
@@ -339,7 +352,7 @@ static void quick_op(json_int_t id, const char *op, json_t *args) {
 		if ((rc = text_ids(args, &ids, &n, err, sizeof err)) == 0) {
 			json_t *nv = json_object_get(args, "normalize");
 			int normalize = json_is_boolean(nv) ? json_is_true(nv) : 1;
-			if (n > (size_t)c->max_pos) n = (size_t)c->max_pos;
+			n = ms_model_fit_ids(model, ids, n);
 			float *hidden = malloc(n * c->dim * sizeof *hidden), *vec = malloc((size_t)c->dim * sizeof *vec);
 			rc = hidden && vec ? (normalize ? ms_model_embed_ids(model, ids, n, vec)
 							: ms_model_encode(model, ids, NULL, n, hidden, NULL, NULL))

@@ -210,6 +210,18 @@ TEST(cancel_ends_request) {
 	m = recv_msg(&w);
 	CHECK_STR(json_string_value(json_object_get(m, "t")), "error");
 	json_decref(m);
+	/* 2^32 + 1 is not token 1, and "x" is not token 0 */
+	send_msg(&w, json_pack("{s:s, s:i, s:s, s:{s:[i,I], s:i}}", "t", "req", "req", 11, "op", "generate", "args",
+			       "prompt_ids", 1, ((json_int_t)1 << 32) + 1, "max_new_tokens", 2));
+	send_msg(&w, json_pack("{s:s, s:i, s:s, s:{s:[i,s], s:i}}", "t", "req", "req", 12, "op", "generate", "args",
+			       "prompt_ids", 1, "x", "max_new_tokens", 2));
+	send_msg(&w, json_pack("{s:s, s:i, s:s, s:{s:[i,s]}}", "t", "req", "req", 13, "op", "logits", "args", "ids", 1, "x"));
+	for (int i = 11; i <= 13; i++) {
+		m = recv_msg(&w);
+		CHECK_MSG(!strcmp(json_string_value(json_object_get(m, "t")), "error"), "req %d: %s", i, json_dumps(m, 0));
+		CHECK_INT(json_integer_value(json_object_get(m, "req")), i);
+		json_decref(m);
+	}
 	stop_worker(&w);
 }
 
@@ -307,5 +319,67 @@ TEST(chat_uses_template) {
 	free(res[2]);
 	ms_buf_free(&pieces[1]);
 	ms_buf_free(&pieces[2]);
+	stop_worker(&w);
+}
+
+/* A text longer than the model's positions is truncated as transformers' pipelines do
+ * (the last [SEP] kept), the same in the worker as in the runtime's own classify / embed. */
+TEST(long_text_truncated_like_the_runtime) {
+	worker w;
+	json_t *ready = start(&w, "models/tiny-bert-cls");
+	json_decref(ready);
+	ms_buf text;
+	ms_buf_init(&text);
+	for (int i = 0; i < 700; i++) ms_buf_puts(&text, i % 7 ? "good " : "terrible ");
+	send_msg(&w, json_pack("{s:s, s:i, s:s, s:{s:s}}", "t", "req", "req", 1, "op", "classify", "args", "text", text.data));
+	json_t *cm = recv_msg(&w);
+	send_msg(&w, json_pack("{s:s, s:i, s:s, s:{s:s}}", "t", "req", "req", 2, "op", "embed", "args", "text", text.data));
+	json_t *em = recv_msg(&w);
+	stop_worker(&w);
+	ms_model *m;
+	char err[512];
+	CHECK_INT(ms_model_load(fixture_path("models/tiny-bert-cls"), NULL, &m, err, sizeof err), 0);
+	ms_label_score *ls;
+	size_t nl, dim;
+	CHECK_INT(ms_model_classify(m, text.data, &ls, &nl, err, sizeof err), 0);
+	json_t *got = json_object_get(cm, "result");
+	CHECK_MSG(json_array_size(got) == nl, "classify: %s", json_dumps(cm, 0));
+	for (size_t i = 0; i < nl; i++) {
+		CHECK_STR(json_string_value(json_object_get(json_array_get(got, i), "label")), ls[i].label);
+		CHECK_NEAR(json_number_value(json_object_get(json_array_get(got, i), "score")), ls[i].score, 1e-6);
+	}
+	float *vec;
+	CHECK_INT(ms_model_embed(m, text.data, &vec, &dim, err, sizeof err), 0);
+	got = json_object_get(em, "result");
+	CHECK_MSG(json_array_size(got) == dim, "embed: %s", json_dumps(em, 0));
+	for (size_t i = 0; i < dim; i++) CHECK_NEAR(json_number_value(json_array_get(got, i)), vec[i], 1e-6);
+	free(vec);
+	free(ls);
+	ms_model_free(m);
+	json_decref(cm);
+	json_decref(em);
+	ms_buf_free(&text);
+}
+
+/* detokenize: ids that are not integers are an error, not token 0 */
+TEST(detokenize_checks_ids) {
+	worker w;
+	json_decref(start(&w, "models/tiny-bert-cls"));
+	send_msg(&w, json_pack("{s:s, s:i, s:s, s:{s:[i,i,i,i]}}", "t", "req", "req", 1, "op", "detokenize", "args", "ids",
+			       101, 7592, 2088, 102));
+	json_t *m = recv_msg(&w);
+	CHECK_STR(json_string_value(json_object_get(m, "result")), "hello world");
+	json_decref(m);
+	send_msg(&w, json_pack("{s:s, s:i, s:s, s:{s:[i,s]}}", "t", "req", "req", 2, "op", "detokenize", "args", "ids", 7592,
+			       "x"));
+	m = recv_msg(&w);
+	CHECK_STR(json_string_value(json_object_get(m, "t")), "error");
+	CHECK(strstr(json_string_value(json_object_get(m, "message")), "integer"));
+	json_decref(m);
+	send_msg(&w, json_pack("{s:s, s:i, s:s, s:{s:[I]}}", "t", "req", "req", 3, "op", "detokenize", "args", "ids",
+			       (json_int_t)1 << 33));
+	m = recv_msg(&w);
+	CHECK_STR(json_string_value(json_object_get(m, "t")), "error");
+	json_decref(m);
 	stop_worker(&w);
 }
