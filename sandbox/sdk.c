@@ -891,10 +891,13 @@ static int m_chat(lua_State *L) {
 	return start_gen(L, "chat", json_pack("{s:o}", "messages", msgs));
 }
 
-static int simple_op(lua_State *L, const char *op, json_t *args) {
+/* on_by_default (a boolean option, true unless given) goes in after the caller's options,
+ * so that {special = false} overrides it */
+static int simple_op(lua_State *L, const char *op, json_t *args, const char *on_by_default) {
 	ms_sdk *k = sdk_from(L);
 	const char *name = model_name(L);
 	args = args_with_opts(L, 3, args, op);
+	if (on_by_default && !json_object_get(args, on_by_default)) json_object_set_new(args, on_by_default, json_true());
 	int req = send_model(L, k, name, op, args);
 	json_t *m;
 	int rc = wait_model(k, req, &m);
@@ -913,15 +916,15 @@ static int simple_op(lua_State *L, const char *op, json_t *args) {
 
 static int m_classify(lua_State *L) {
 	model_name(L);
-	return simple_op(L, "classify", json_pack("{s:s}", "text", luaL_checkstring(L, 2)));
+	return simple_op(L, "classify", json_pack("{s:s}", "text", luaL_checkstring(L, 2)), NULL);
 }
 static int m_embed(lua_State *L) {
 	model_name(L);
-	return simple_op(L, "embed", json_pack("{s:s,s:b}", "text", luaL_checkstring(L, 2), "normalize", 1));
+	return simple_op(L, "embed", json_pack("{s:s}", "text", luaL_checkstring(L, 2)), "normalize");
 }
 static int m_tokenize(lua_State *L) {
 	model_name(L);
-	return simple_op(L, "tokenize", json_pack("{s:s,s:b}", "text", luaL_checkstring(L, 2), "special", 1));
+	return simple_op(L, "tokenize", json_pack("{s:s}", "text", luaL_checkstring(L, 2)), "special");
 }
 static int m_detokenize(lua_State *L) {
 	model_name(L);
@@ -933,7 +936,7 @@ static int m_detokenize(lua_State *L) {
 		return luaL_error(L, "detokenize: ids must be a list of integers");
 	}
 	lua_settop(L, 2);
-	return simple_op(L, "detokenize", json_pack("{s:o}", "ids", ids));
+	return simple_op(L, "detokenize", json_pack("{s:o}", "ids", ids), NULL);
 }
 
 /* m:logits(text or {ids}): the next-token logits, a list of vocab numbers */
@@ -947,9 +950,9 @@ static int m_logits(lua_State *L) {
 			return luaL_error(L, "logits: pass a text or a list of token ids");
 		}
 		lua_settop(L, 2);
-		return simple_op(L, "logits", json_pack("{s:o}", "ids", ids));
+		return simple_op(L, "logits", json_pack("{s:o}", "ids", ids), NULL);
 	}
-	return simple_op(L, "logits", json_pack("{s:s,s:b}", "text", luaL_checkstring(L, 2), "special", 1));
+	return simple_op(L, "logits", json_pack("{s:s}", "text", luaL_checkstring(L, 2)), "special");
 }
 
 static int m_tostring(lua_State *L) {

@@ -57,6 +57,40 @@ s.test("classify, embed and tokenize", async ({ host }) => {
   assertEq(t.body.data[0], [101, 7592, 2088, 102]);
 });
 
+s.test("m:tokenize with options, m:detokenize and m:generate's stop option", async ({ host }) => {
+  const t = await run(host, "test/nlp", "tokenize_plain", ["hello world"]);
+  assertEq(t.status, 200, JSON.stringify(t.body));
+  assertEq(t.body.data[0], [7592, 2088]);
+  const d = await run(host, "test/nlp", "detokenize", [[101, 7592, 2088, 102]]);
+  assertEq(d.status, 200, JSON.stringify(d.body));
+  assertEq(d.body.data[0], "hello world");
+  const bad = await run(host, "test/nlp", "detokenize", ["not ids"]);
+  assertEq(bad.status, 500);
+  assert(/detokenize/.test(bad.body.error), bad.body.error);
+  // expected_t0_n64 goes on "... a little girl named Lily."
+  const s = await run(host, "test/story", "stop", ["Once upon a time", 60]);
+  assertEq(s.status, 200, JSON.stringify(s.body));
+  assertEq(s.body.data[0], "Once upon a time, there was a little girl named ");
+});
+
+s.test("two apps using one model share its worker", async ({ host }) => {
+  const readies = () => (host.log().match(/nickypro\/tinyllama-15M ready/g) || []).length;
+  const base = host.url + "/spaces/test/story-loop/gradio_api";
+  const session_hash = "s" + Date.now();
+  const { event_id } = await (await post(base + "/queue/join", { data: [2000], fn_index: 0, session_hash })).json();
+  const stream = fetch(base + "/queue/data?session_hash=" + session_hash).then((r) =>
+    readSSE(r, { until: (ev) => ev.some((e) => e.json && e.json.msg === "close_stream"), timeoutMs: 30000 }));
+  await waitFor(() => /tinyllama-15M ready/.test(host.log()) && readies(), 10000, "the model worker");
+  await sleep(300);
+  const before = readies();
+  const r = await run(host, "test/story", "predict", ["Once upon a time", 20]);
+  assertEq(r.status, 200, JSON.stringify(r.body));
+  assert(r.body.data[0].startsWith("Once upon a time, there was a little girl"), r.body.data[0]);
+  assertEq(readies(), before, "the second app started no model worker of its own");
+  await post(base + "/cancel", { event_id, session_hash, fn_index: 0 });
+  await stream;
+});
+
 s.test("an undeclared model is refused with a message that says what to do", async ({ host }) => {
   const r = await run(host, "test/sneaky", "predict", ["x"]);
   assertEq(r.status, 500);
@@ -142,7 +176,11 @@ app.interface{fn=function(prompt, n)
   local out = prompt
   for piece in m:generate(prompt, {max_new_tokens=n, temperature=0}) do out = out .. piece; coroutine.yield(out) end
   return out end, inputs={"text", "number"}, outputs="text"}
-app.interface{api_name="logits", fn=function(ids) return m:logits(ids) end, inputs={"json"}, outputs="json"}`,
+app.interface{api_name="logits", fn=function(ids) return m:logits(ids) end, inputs={"json"}, outputs="json"}
+app.interface{api_name="stop", fn=function(prompt, n)
+  local out = prompt
+  for piece in m:generate(prompt, {max_new_tokens=n, temperature=0, stop={"Lily"}}) do out = out .. piece end
+  return out end, inputs={"text", "number"}, outputs="text"}`,
   });
   // generates again and again (one generation of the tiny model is over in milliseconds)
   writeApp(apps, "test/story-loop", { models: ["nickypro/tinyllama-15M"], timeout: 120 }, {
@@ -168,7 +206,9 @@ app.interface{api_name="classify", fn=function(t)
   for i, x in ipairs(r) do conf[i] = {label = x.label, confidence = x.score} end
   return {label = r[1].label, confidences = conf} end, inputs={"text"}, outputs="label"}
 app.interface{api_name="embed", fn=function(t) return m:embed(t) end, inputs={"text"}, outputs="json"}
-app.interface{api_name="tokenize", fn=function(t) return m:tokenize(t) end, inputs={"text"}, outputs="json"}`,
+app.interface{api_name="tokenize", fn=function(t) return m:tokenize(t) end, inputs={"text"}, outputs="json"}
+app.interface{api_name="tokenize_plain", fn=function(t) return m:tokenize(t, {special=false}) end, inputs={"text"}, outputs="json"}
+app.interface{api_name="detokenize", fn=function(ids) return m:detokenize(ids) end, inputs={"json"}, outputs="text"}`,
   });
   writeApp(apps, "test/sneaky", { models: [] }, {
     "app.lua": `app.interface{fn=function(x) return model("nickypro/tinyllama-15M"):generate(x)() end, inputs={"text"}, outputs="text"}`,
