@@ -369,6 +369,44 @@ TEST(sampling_seeded_reproducible) {
 	ms_model_free(m);
 }
 
+/* Generation stops on the EOS id of config.json (checkpoint without a tokenizer): with EOS
+ * set to the 4th greedy token after BOS (1 403 407 261 378 ...), three tokens come out and
+ * EOS itself is not one of them. Without the stop, the same run goes on. */
+TEST(generation_stops_on_eos) {
+	char fx[4096], tmp[] = "/tmp/ms-eos-XXXXXX", cmd[16384];
+	CHECK(realpath(fixture_path("models/stories260K"), fx));
+	CHECK(mkdtemp(tmp));
+	snprintf(cmd, sizeof cmd,
+		 "ln -s %s/model.safetensors %s/ && sed 's/\"eos_token_id\": *2/\"eos_token_id\": 378/' %s/config.json > %s/config.json"
+		 " && grep -q '\"eos_token_id\": 378' %s/config.json",
+		 fx, tmp, fx, tmp, tmp);
+	CHECK_INT(system(cmd), 0);
+	ms_model *m;
+	char err[512];
+	int rc = ms_model_load(tmp, NULL, &m, err, sizeof err);
+	snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
+	CHECK_INT(system(cmd), 0);
+	CHECK_MSG(rc == 0, "%s", err);
+	ms_gen_opts o;
+	ms_gen_opts_init(&o);
+	o.temperature = 0, o.max_new_tokens = 20;
+	int32_t bos = 1, *out;
+	size_t n;
+	ms_gen_stats st;
+	CHECK_INT(ms_model_generate_ids(m, &bos, 1, &o, NULL, NULL, &out, &n, &st), 0);
+	CHECK_INT(st.stopped, 1);
+	CHECK_INT(n, 3);
+	CHECK(out[0] == 403 && out[1] == 407 && out[2] == 261);
+	free(out);
+	o.stop_on_eos = 0;
+	CHECK_INT(ms_model_generate_ids(m, &bos, 1, &o, NULL, NULL, &out, &n, &st), 0);
+	CHECK_INT(st.stopped, 0);
+	CHECK_INT(n, 20);
+	CHECK_INT(out[3], 378);
+	free(out);
+	ms_model_free(m);
+}
+
 TEST(wrong_family_calls_rejected) {
 	ms_model *m = load_model("models/tiny-random-bert", 1);
 	ms_seq *s;
