@@ -96,6 +96,20 @@ static json_t *conv_fail(conv *c, const char *fmt, const char *a) {
 	return NULL;
 }
 
+/* Bytes at s that an invalid sequence spans (WHATWG / Python's "maximal subpart", as the
+ * runtime's tokenizers count it): a truncated character is one U+FFFD, not one per byte. */
+static size_t invalid_subpart(const unsigned char *s, size_t n) {
+	unsigned char c = s[0], lo = 0x80, hi = 0xBF;
+	size_t need, i = 1;
+	if (c >= 0xC2 && c <= 0xDF) need = 2;
+	else if (c >= 0xE0 && c <= 0xEF) need = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+	else if (c >= 0xF0 && c <= 0xF4) need = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+	else return 1;
+	for (; i < need && i < n; i++)
+		if (i == 1 ? (s[i] < lo || s[i] > hi) : (s[i] & 0xC0) != 0x80) break;
+	return i;
+}
+
 /* A JSON string from bytes that are not valid UTF-8: bad sequences become U+FFFD. */
 static json_t *json_sanitized(const char *p, size_t len) {
 	ms_buf b;
@@ -106,7 +120,7 @@ static json_t *json_sanitized(const char *p, size_t len) {
 		utf8proc_ssize_t n = utf8proc_iterate((const utf8proc_uint8_t *)p + i, (utf8proc_ssize_t)(len - i), &cp);
 		if (n < 1) {
 			if (ms_buf_append(&b, "\xEF\xBF\xBD", 3)) break;
-			i++;
+			i += invalid_subpart((const unsigned char *)p + i, len - i);
 			continue;
 		}
 		if (ms_buf_append(&b, p + i, (size_t)n)) break;
@@ -875,11 +889,19 @@ static int start_gen(lua_State *L, const char *op, json_t *args) {
 	return 4; /* next, nil, nil, closing value: a `break` cancels the generation */
 }
 
-static int m_generate(lua_State *L) {
+/* Argument idx as a JSON string; invalid UTF-8 (a string built byte by byte) becomes U+FFFD
+ * as the runtime's tokenizers would read it, instead of failing json_pack. */
+static json_t *text_arg(lua_State *L, int idx) {
 	size_t len;
+	const char *p = luaL_checklstring(L, idx, &len);
+	json_t *j = json_stringn(p, len);
+	return j ? j : json_sanitized(p, len);
+}
+
+static int m_generate(lua_State *L) {
 	model_name(L);
-	const char *p = luaL_checklstring(L, 2, &len);
-	return start_gen(L, "generate", json_pack("{s:s%}", "prompt", p, len));
+	json_t *t = text_arg(L, 2);
+	return start_gen(L, "generate", json_pack("{s:o}", "prompt", t));
 }
 
 static int m_chat(lua_State *L) {
@@ -916,15 +938,15 @@ static int simple_op(lua_State *L, const char *op, json_t *args, const char *on_
 
 static int m_classify(lua_State *L) {
 	model_name(L);
-	return simple_op(L, "classify", json_pack("{s:s}", "text", luaL_checkstring(L, 2)), NULL);
+	return simple_op(L, "classify", json_pack("{s:o}", "text", text_arg(L, 2)), NULL);
 }
 static int m_embed(lua_State *L) {
 	model_name(L);
-	return simple_op(L, "embed", json_pack("{s:s}", "text", luaL_checkstring(L, 2)), "normalize");
+	return simple_op(L, "embed", json_pack("{s:o}", "text", text_arg(L, 2)), "normalize");
 }
 static int m_tokenize(lua_State *L) {
 	model_name(L);
-	return simple_op(L, "tokenize", json_pack("{s:s}", "text", luaL_checkstring(L, 2)), "special");
+	return simple_op(L, "tokenize", json_pack("{s:o}", "text", text_arg(L, 2)), "special");
 }
 static int m_detokenize(lua_State *L) {
 	model_name(L);
@@ -952,7 +974,7 @@ static int m_logits(lua_State *L) {
 		lua_settop(L, 2);
 		return simple_op(L, "logits", json_pack("{s:o}", "ids", ids), NULL);
 	}
-	return simple_op(L, "logits", json_pack("{s:s}", "text", luaL_checkstring(L, 2)), "special");
+	return simple_op(L, "logits", json_pack("{s:o}", "text", text_arg(L, 2)), "special");
 }
 
 static int m_tostring(lua_State *L) {

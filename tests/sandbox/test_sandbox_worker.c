@@ -223,6 +223,39 @@ TEST(model_calls_through_the_host) {
 	wk_free(&w);
 }
 
+/* Text a Lua app built byte by byte may be invalid UTF-8: its bad bytes reach the model as
+ * U+FFFD (as the runtime's tokenizers treat them), not as a call that fails. */
+TEST(model_calls_with_invalid_utf8) {
+	wk w;
+	json_t *r = start(&w, "local m = model('org/tiny')\n"
+			      "app.interface{ fn = function(p) local t = m:tokenize('a' .. string.char(255) .. 'b', {special = false})\n"
+			      " for piece in m:generate(string.char(0xC3)) do end\n"
+			      " return #t .. '|' .. m:classify(string.char(0xE2, 0x82))[1].label end, inputs = 'text', outputs = 'text' }\n",
+			  64, 5, json_pack("[s]", "org/tiny"));
+	CHECK_STR(wk_type(r), "ready");
+	CHECK(wk_send(&w, json_pack("{s:s,s:i,s:s,s:[s],s:s,s:i}", "t", "call", "id", 3, "api_name", "predict", "data", "x", "session", "s", "seed", 1)) == 0);
+	json_t *m = wk_recv(&w, 5);
+	CHECK_MSG(!strcmp(wk_type(m), "model"), "got %s", json_dumps(m, 0));
+	CHECK_STR(json_string_value(json_object_get(json_object_get(m, "args"), "text")), "a\xEF\xBF\xBD" "b");
+	CHECK(json_is_false(json_object_get(json_object_get(m, "args"), "special")));
+	int req = (int)json_integer_value(json_object_get(m, "req"));
+	wk_send(&w, json_pack("{s:s,s:i,s:[i,i,i]}", "t", "model_result", "req", req, "result", 1, 2, 3));
+	m = wk_recv(&w, 5);
+	CHECK_MSG(!strcmp(wk_type(m), "model"), "got %s", json_dumps(m, 0));
+	CHECK_STR(json_string_value(json_object_get(json_object_get(m, "args"), "prompt")), "\xEF\xBF\xBD");
+	req = (int)json_integer_value(json_object_get(m, "req"));
+	wk_send(&w, json_pack("{s:s,s:i,s:s}", "t", "model_result", "req", req, "result", ""));
+	m = wk_recv(&w, 5);
+	CHECK_MSG(!strcmp(wk_type(m), "model"), "got %s", json_dumps(m, 0));
+	CHECK_STR(json_string_value(json_object_get(json_object_get(m, "args"), "text")), "\xEF\xBF\xBD");
+	req = (int)json_integer_value(json_object_get(m, "req"));
+	wk_send(&w, json_pack("{s:s,s:i,s:[{s:s,s:f}]}", "t", "model_result", "req", req, "result", "label", "POS", "score", 0.9));
+	m = wk_recv(&w, 5);
+	CHECK_STR(wk_type(m), "done");
+	CHECK_JSON(json_object_get(m, "data"), "[\"3|POS\"]");
+	wk_free(&w);
+}
+
 TEST(cancel_by_sigqueue) {
 	wk w;
 	start_ok(&w, "app.interface{ fn = function() while true do pcall(function() while true do end end) end end, outputs = 'text' }\n");
