@@ -301,7 +301,9 @@ static void quick_op(json_int_t id, const char *op, json_t *args) {
 				else ids[i] = (int32_t)json_integer_value(v);
 			}
 			char *text = NULL;
-			if (rc == 0) rc = ms_tokenizer_decode(tokenizer(), ids, n, 1, &text);
+			/* special tokens dropped unless asked for ("special": true), as m:detokenize documents */
+			int keep = json_is_true(json_object_get(args, "special"));
+			if (rc == 0) rc = ms_tokenizer_decode(tokenizer(), ids, n, !keep, &text);
 			if (rc == 0) result = json_string(text ? text : "");
 			else if (!err[0]) ms_errf(err, sizeof err, rc, "detokenize: %s", ms_strerror(rc));
 			free(text);

@@ -957,7 +957,7 @@ static int m_detokenize(lua_State *L) {
 		json_decref(ids);
 		return luaL_error(L, "detokenize: ids must be a list of integers");
 	}
-	lua_settop(L, 2);
+	lua_settop(L, 3); /* ids converted; the options stay */
 	return simple_op(L, "detokenize", json_pack("{s:o}", "ids", ids), NULL);
 }
 

@@ -64,6 +64,8 @@ s.test("m:tokenize with options, m:detokenize and m:generate's stop option", asy
   const d = await run(host, "test/nlp", "detokenize", [[101, 7592, 2088, 102]]);
   assertEq(d.status, 200, JSON.stringify(d.body));
   assertEq(d.body.data[0], "hello world");
+  const k = await run(host, "test/nlp", "detokenize_special", [[101, 7592, 2088, 102]]);
+  assertEq(k.body.data[0], "[CLS] hello world [SEP]", JSON.stringify(k.body));
   const bad = await run(host, "test/nlp", "detokenize", ["not ids"]);
   assertEq(bad.status, 500);
   assert(/detokenize/.test(bad.body.error), bad.body.error);
@@ -208,7 +210,8 @@ app.interface{api_name="classify", fn=function(t)
 app.interface{api_name="embed", fn=function(t) return m:embed(t) end, inputs={"text"}, outputs="json"}
 app.interface{api_name="tokenize", fn=function(t) return m:tokenize(t) end, inputs={"text"}, outputs="json"}
 app.interface{api_name="tokenize_plain", fn=function(t) return m:tokenize(t, {special=false}) end, inputs={"text"}, outputs="json"}
-app.interface{api_name="detokenize", fn=function(ids) return m:detokenize(ids) end, inputs={"json"}, outputs="text"}`,
+app.interface{api_name="detokenize", fn=function(ids) return m:detokenize(ids) end, inputs={"json"}, outputs="text"}
+app.interface{api_name="detokenize_special", fn=function(ids) return m:detokenize(ids, {special=true}) end, inputs={"json"}, outputs="text"}`,
   });
   writeApp(apps, "test/sneaky", { models: [] }, {
     "app.lua": `app.interface{fn=function(x) return model("nickypro/tinyllama-15M"):generate(x)() end, inputs={"text"}, outputs="text"}`,

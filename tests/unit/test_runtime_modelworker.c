@@ -370,6 +370,11 @@ TEST(detokenize_checks_ids) {
 	json_t *m = recv_msg(&w);
 	CHECK_STR(json_string_value(json_object_get(m, "result")), "hello world");
 	json_decref(m);
+	send_msg(&w, json_pack("{s:s, s:i, s:s, s:{s:[i,i,i,i], s:b}}", "t", "req", "req", 4, "op", "detokenize", "args", "ids",
+			       101, 7592, 2088, 102, "special", 1));
+	m = recv_msg(&w);
+	CHECK_STR(json_string_value(json_object_get(m, "result")), "[CLS] hello world [SEP]");
+	json_decref(m);
 	send_msg(&w, json_pack("{s:s, s:i, s:s, s:{s:[i,s]}}", "t", "req", "req", 2, "op", "detokenize", "args", "ids", 7592,
 			       "x"));
 	m = recv_msg(&w);
