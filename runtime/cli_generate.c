@@ -2,6 +2,7 @@
  * Echoes the prompt, streams the continuation to stdout (as llama2.c's run and llama-cli
  * do), and prints prompt and generation speeds to stderr. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "runtime/cli.h"
@@ -24,17 +25,7 @@ static void usage(FILE *f) {
 		"  --no-eos            keep generating past the end-of-sequence token\n");
 }
 
-/* The prompt is echoed with the first piece (or at the end), not before the call: a call
- * that fails (wrong model family, prompt too long) leaves stdout empty. */
-typedef struct { const char *prompt; int echoed; } echo;
-
-static void echo_prompt(echo *e) {
-	if (!e->echoed) fputs(e->prompt, stdout);
-	e->echoed = 1;
-}
-
 static int on_text(void *ud, const char *text, size_t len) {
-	echo_prompt(ud);
 	fwrite(text, 1, len, stdout);
 	fflush(stdout);
 	return 0;
@@ -107,10 +98,16 @@ int ms_cli_generate(int argc, char **argv) {
 	o.stop_on_eos = !no_eos;
 	ms_gen_stats st = {0};
 	char err[1024] = "";
-	echo e = {prompt, 0};
-	int rc = ms_model_generate(m, prompt, &o, on_text, &e, &st, err, sizeof err);
-	if (rc == 0 || e.echoed) {
-		echo_prompt(&e);
+	/* a prompt the model cannot take (wrong family, too long) fails before it is echoed,
+	 * leaving stdout empty; a good one is echoed before its (maybe long) prefill */
+	int32_t *ids;
+	size_t n_ids;
+	int rc = ms_model_encode_prompt(m, prompt, o.add_bos, &ids, &n_ids, err, sizeof err);
+	if (rc == 0) {
+		free(ids);
+		fputs(prompt, stdout);
+		fflush(stdout);
+		rc = ms_model_generate(m, prompt, &o, on_text, NULL, &st, err, sizeof err);
 		putchar('\n');
 	}
 	fflush(stdout);

@@ -374,4 +374,14 @@ TEST(wrong_family_is_a_clear_error) {
 		CHECK_STR(out, "");
 		free(out);
 	}
+	/* a prompt longer than the model's 512 positions: the same, before any output */
+	char args[8192], err[4096];
+	int rc, n = snprintf(args, sizeof args, "generate '%s' -p '", fixture_path("models/stories260K"));
+	for (int i = 0; i < 600; i++) n += snprintf(args + n, sizeof args - (size_t)n, "a ");
+	snprintf(args + n, sizeof args - (size_t)n, "'");
+	char *out = run(args, &rc, err, sizeof err);
+	CHECK_INT(rc, 1);
+	CHECK_MSG(strstr(err, "512 positions"), "%s", err);
+	CHECK_STR(out, "");
+	free(out);
 }
