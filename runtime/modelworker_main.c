@@ -157,6 +157,21 @@ static char *render_chat(json_t *args, char *err, size_t errlen) {
 	return out;
 }
 
+/* "stop": one string or a list of them (as transformers' stop_strings); anything else is
+ * an error rather than a stop silently ignored. */
+static int take_stops(req *r, json_t *stop) {
+	if (!stop || json_is_null(stop)) return 0;
+	json_t *one = json_is_string(stop) ? stop : NULL;
+	size_t n = one ? 1 : json_array_size(stop);
+	if ((!one && !json_is_array(stop)) || n > MAX_STOPS) return -1;
+	for (size_t i = 0; i < n; i++) {
+		json_t *v = one ? one : json_array_get(stop, i);
+		if (!json_is_string(v) || !json_string_length(v)) return -1;
+		if (!(r->stops[i] = strdup(json_string_value(v)))) return -1;
+	}
+	return 0;
+}
+
 static void start_generate(json_int_t id, json_t *args, int chat) {
 	if (!json_is_object(args)) return send_error(id, "generate: args must be an object");
 	if (n_active >= MAX_REQS) return send_error(id, "busy: too many requests in flight");
@@ -178,10 +193,10 @@ static void start_generate(json_int_t id, json_t *args, int chat) {
 		req_free(r);
 		return send_error(id, "generate: option out of range");
 	}
-	json_t *stop = json_object_get(args, "stop");
-	for (size_t i = 0; json_is_array(stop) && i < json_array_size(stop) && i < MAX_STOPS; i++)
-		if (json_is_string(json_array_get(stop, i)))
-			r->stops[i] = strdup(json_string_value(json_array_get(stop, i)));
+	if (take_stops(r, json_object_get(args, "stop")) != 0) {
+		req_free(r);
+		return send_error(id, "generate: stop must be a string or a list of at most 8 non-empty strings");
+	}
 	o.stop = (const char *const *)r->stops;
 	int32_t *ids = NULL;
 	size_t n = 0;

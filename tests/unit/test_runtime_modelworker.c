@@ -214,6 +214,13 @@ TEST(cancel_ends_request) {
 	m = recv_msg(&w);
 	CHECK_STR(json_string_value(json_object_get(m, "t")), "error");
 	json_decref(m);
+	/* a stop that is not a string or a list of strings is an error, not ignored */
+	send_msg(&w, json_pack("{s:s, s:i, s:s, s:{s:[i], s:i, s:[i]}}", "t", "req", "req", 14, "op", "generate", "args",
+			       "prompt_ids", 1, "max_new_tokens", 2, "stop", 5));
+	m = recv_msg(&w);
+	CHECK_STR(json_string_value(json_object_get(m, "t")), "error");
+	CHECK(strstr(json_string_value(json_object_get(m, "message")), "stop"));
+	json_decref(m);
 	/* 2^32 + 1 is not token 1, and "x" is not token 0 */
 	send_msg(&w, json_pack("{s:s, s:i, s:s, s:{s:[i,I], s:i}}", "t", "req", "req", 11, "op", "generate", "args",
 			       "prompt_ids", 1, ((json_int_t)1 << 32) + 1, "max_new_tokens", 2));
@@ -390,5 +397,26 @@ TEST(detokenize_checks_ids) {
 	m = recv_msg(&w);
 	CHECK_STR(json_string_value(json_object_get(m, "t")), "error");
 	json_decref(m);
+	stop_worker(&w);
+}
+
+/* "stop" as one string, as transformers' stop_strings takes it: the text ends before it */
+TEST(stop_as_one_string) {
+	worker w;
+	json_decref(start(&w, "models/stories260K"));
+	send_msg(&w, json_pack("{s:s, s:i, s:s, s:{s:s, s:i, s:f, s:s}}", "t", "req", "req", 1, "op", "generate", "args",
+			       "prompt", "Once upon a time", "max_new_tokens", 60, "temperature", 0.0, "stop", "Lily"));
+	for (;;) {
+		json_t *m = recv_msg(&w);
+		const char *t = json_string_value(json_object_get(m, "t"));
+		if (!strcmp(t, "piece")) {
+			json_decref(m);
+			continue;
+		}
+		CHECK_MSG(!strcmp(t, "result"), "%s", json_dumps(m, 0));
+		CHECK_STR(json_string_value(json_object_get(m, "result")), ", there was a little girl named ");
+		json_decref(m);
+		break;
+	}
 	stop_worker(&w);
 }
