@@ -14,6 +14,7 @@
  */
 #include <errno.h>
 #include <jansson.h>
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -126,11 +127,6 @@ static void req_free(req *r) {
 	free(r);
 }
 
-static double num(json_t *args, const char *key, double def) {
-	json_t *v = json_object_get(args, key);
-	return json_is_number(v) ? json_number_value(v) : def;
-}
-
 static int can_chat(void) {
 	ms_tokenizer *tok = tokenizer();
 	return tok && ms_tokenizer_chat_template(tok);
@@ -172,6 +168,44 @@ static int take_stops(req *r, json_t *stop) {
 	return 0;
 }
 
+/* Generation options, each checked for type and range before any cast (a number outside
+ * int's range converted to int is undefined): a typo or a wrong type is an error that says
+ * so, not a default used silently. */
+static int take_opts(json_t *args, ms_gen_opts *o, char *err, size_t errlen) {
+	static const struct { const char *key; double lo, hi; int integer; } spec[] = {
+		{"max_new_tokens", 0, 1 << 20, 1}, {"temperature", 0, 100, 0}, {"top_p", 0, 1, 0},
+		{"top_k", 0, 1 << 24, 1}, {"repetition_penalty", 0.01, 100, 0}, {"seed", 0, 9007199254740991.0, 1}};
+	static const char *const other[] = {"prompt", "prompt_ids", "messages", "stop"};
+	double v[6] = {128, 1.0, 1.0, 0, 1.0, 0};
+	const char *key;
+	json_t *val;
+	json_object_foreach(args, key, val) {
+		size_t i = 0;
+		while (i < MS_ARRAY_LEN(spec) && strcmp(key, spec[i].key)) i++;
+		if (i == MS_ARRAY_LEN(spec)) {
+			size_t k = 0;
+			while (k < MS_ARRAY_LEN(other) && strcmp(key, other[k])) k++;
+			if (k == MS_ARRAY_LEN(other))
+				return ms_errf(err, errlen, MS_EINVAL, "generate: unknown option '%s' (max_new_tokens, temperature, "
+					       "top_p, top_k, repetition_penalty, seed, stop)", key);
+			continue;
+		}
+		double d = json_number_value(val);
+		if (!json_is_number(val) || (spec[i].integer && d != floor(d)) || !(d >= spec[i].lo && d <= spec[i].hi))
+			return ms_errf(err, errlen, MS_ERANGE, "generate: %s wants %s in [%g, %g]", key,
+				       spec[i].integer ? "an integer" : "a number", spec[i].lo, spec[i].hi);
+		v[i] = d;
+	}
+	ms_gen_opts_init(o);
+	o->max_new_tokens = (int)v[0];
+	o->temperature = (float)v[1];
+	o->top_p = (float)v[2];
+	o->top_k = (int)v[3];
+	o->repetition_penalty = (float)v[4];
+	o->seed = (uint64_t)v[5];
+	return 0;
+}
+
 static void start_generate(json_int_t id, json_t *args, int chat) {
 	if (!json_is_object(args)) return send_error(id, "generate: args must be an object");
 	if (n_active >= MAX_REQS) return send_error(id, "busy: too many requests in flight");
@@ -180,19 +214,12 @@ static void start_generate(json_int_t id, json_t *args, int chat) {
 	r->id = id;
 	ms_buf_init(&r->text);
 	ms_gen_opts o;
-	ms_gen_opts_init(&o);
-	o.max_new_tokens = (int)num(args, "max_new_tokens", 128);
-	o.temperature = (float)num(args, "temperature", 1.0);
-	o.top_p = (float)num(args, "top_p", 1.0);
-	o.top_k = (int)num(args, "top_k", 0);
-	o.repetition_penalty = (float)num(args, "repetition_penalty", 1.0);
-	o.seed = json_is_integer(json_object_get(args, "seed")) ? (uint64_t)json_integer_value(json_object_get(args, "seed")) : 0;
-	o.cancel = &r->cancel;
-	if (o.max_new_tokens < 0 || o.max_new_tokens > 1 << 20 || !(o.temperature >= 0) || !(o.top_p >= 0 && o.top_p <= 1) ||
-	    o.top_k < 0 || !(o.repetition_penalty > 0)) {
+	char err[512] = "";
+	if (take_opts(args, &o, err, sizeof err) != 0) {
 		req_free(r);
-		return send_error(id, "generate: option out of range");
+		return send_error(id, err);
 	}
+	o.cancel = &r->cancel;
 	if (take_stops(r, json_object_get(args, "stop")) != 0) {
 		req_free(r);
 		return send_error(id, "generate: stop must be a string or a list of at most 8 non-empty strings");
@@ -200,7 +227,6 @@ static void start_generate(json_int_t id, json_t *args, int chat) {
 	o.stop = (const char *const *)r->stops;
 	int32_t *ids = NULL;
 	size_t n = 0;
-	char err[512] = "";
 	int rc;
 	json_t *pids = json_object_get(args, "prompt_ids");
 	const char *prompt = json_string_value(json_object_get(args, "prompt"));

@@ -221,6 +221,21 @@ TEST(cancel_ends_request) {
 	CHECK_STR(json_string_value(json_object_get(m, "t")), "error");
 	CHECK(strstr(json_string_value(json_object_get(m, "message")), "stop"));
 	json_decref(m);
+	/* a mistyped option, a wrong type, a number beyond int: errors that name the option */
+	static const char *const bad_opts[][2] = {
+		{"{\"max_tokens\": 5}", "max_tokens"}, {"{\"temperature\": \"hot\"}", "temperature"},
+		{"{\"max_new_tokens\": 1e12}", "max_new_tokens"}, {"{\"top_k\": 2.5}", "top_k"},
+		{"{\"seed\": -1}", "seed"}, {"{\"top_p\": 1.5}", "top_p"}};
+	for (size_t i = 0; i < MS_ARRAY_LEN(bad_opts); i++) {
+		json_t *args = json_loads(bad_opts[i][0], 0, NULL);
+		json_object_set_new(args, "prompt_ids", json_pack("[i]", 1));
+		send_msg(&w, json_pack("{s:s, s:i, s:s, s:o}", "t", "req", "req", 20, "op", "generate", "args", args));
+		m = recv_msg(&w);
+		CHECK_MSG(!strcmp(json_string_value(json_object_get(m, "t")), "error") &&
+				  strstr(json_string_value(json_object_get(m, "message")), bad_opts[i][1]),
+			  "%s: %s", bad_opts[i][0], json_dumps(m, 0));
+		json_decref(m);
+	}
 	/* 2^32 + 1 is not token 1, and "x" is not token 0 */
 	send_msg(&w, json_pack("{s:s, s:i, s:s, s:{s:[i,I], s:i}}", "t", "req", "req", 11, "op", "generate", "args",
 			       "prompt_ids", 1, ((json_int_t)1 << 32) + 1, "max_new_tokens", 2));
