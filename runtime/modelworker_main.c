@@ -190,6 +190,7 @@ static int take_opts(json_t *args, ms_gen_opts *o, char *err, size_t errlen) {
 					       "top_p, top_k, repetition_penalty, seed, stop)", key);
 			continue;
 		}
+		if (json_is_null(val)) continue; /* the default, as the protocol's "seed": null */
 		double d = json_number_value(val);
 		if (!json_is_number(val) || (spec[i].integer && d != floor(d)) || !(d >= spec[i].lo && d <= spec[i].hi))
 			return ms_errf(err, errlen, MS_ERANGE, "generate: %s wants %s in [%g, %g]", key,

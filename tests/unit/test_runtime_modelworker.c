@@ -419,8 +419,9 @@ TEST(detokenize_checks_ids) {
 TEST(stop_as_one_string) {
 	worker w;
 	json_decref(start(&w, "models/stories260K"));
-	send_msg(&w, json_pack("{s:s, s:i, s:s, s:{s:s, s:i, s:f, s:s}}", "t", "req", "req", 1, "op", "generate", "args",
-			       "prompt", "Once upon a time", "max_new_tokens", 60, "temperature", 0.0, "stop", "Lily"));
+	send_msg(&w, json_pack("{s:s, s:i, s:s, s:{s:s, s:i, s:f, s:s, s:n}}", "t", "req", "req", 1, "op", "generate", "args",
+			       "prompt", "Once upon a time", "max_new_tokens", 60, "temperature", 0.0, "stop", "Lily", "seed"));
+	/* (and null is an option's default, as the protocol writes "seed": null) */
 	for (;;) {
 		json_t *m = recv_msg(&w);
 		const char *t = json_string_value(json_object_get(m, "t"));
