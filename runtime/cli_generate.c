@@ -18,6 +18,7 @@ static void usage(FILE *f) {
 		"  --top-p P           nucleus sampling (default 0.9; 1 = off)\n"
 		"  --top-k K           top-k sampling (default 0 = off)\n"
 		"  --repeat-penalty R  repetition penalty (default 1 = off)\n"
+		"                      (defaults: the checkpoint's generation_config.json first)\n"
 		"  --seed S            random seed (default: from the clock)\n"
 		"  --stop TEXT         stop when TEXT is generated (repeatable, up to 8)\n"
 		"  --threads N         compute threads (default: all cores)\n"
@@ -34,8 +35,9 @@ static int on_text(void *ud, const char *text, size_t len) {
 int ms_cli_generate(int argc, char **argv) {
 	const char *model = NULL, *prompt = "", *stops[9] = {0};
 	int n_stops = 0;
-	long n = 256, top_k = 0, threads = 0, seed = 0;
-	double temp = 1.0, top_p = 0.9, rep = 1.0;
+	/* -1: not given, the checkpoint's generation_config.json or the default decides */
+	long n = -1, top_k = -1, threads = 0, seed = 0;
+	double temp = -1, top_p = -1, rep = -1;
 	int no_eos = 0, q8 = 0;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -88,11 +90,13 @@ int ms_cli_generate(int argc, char **argv) {
 	if (!m) return 1;
 	ms_gen_opts o;
 	ms_gen_opts_init(&o);
-	o.max_new_tokens = (int)n;
-	o.temperature = (float)temp;
-	o.top_p = (float)top_p;
-	o.top_k = (int)top_k;
-	o.repetition_penalty = (float)rep;
+	o.top_p = 0.9f;
+	ms_gen_opts_apply_model(&o, m);
+	if (n >= 0) o.max_new_tokens = (int)n;
+	if (temp >= 0) o.temperature = (float)temp;
+	if (top_p >= 0) o.top_p = (float)top_p;
+	if (top_k >= 0) o.top_k = (int)top_k;
+	if (rep >= 0) o.repetition_penalty = (float)rep;
 	o.seed = (uint64_t)seed;
 	o.stop = n_stops ? stops : NULL;
 	o.stop_on_eos = !no_eos;
@@ -103,7 +107,8 @@ int ms_cli_generate(int argc, char **argv) {
 	int32_t *ids;
 	size_t n_ids;
 	int rc = ms_model_encode_prompt(m, prompt, o.add_bos, &ids, &n_ids, err, sizeof err);
-	if (rc == 0) {
+	if (rc == 0 && (rc = ms_gen_check_length(&o, n_ids, err, sizeof err)) != 0) free(ids);
+	else if (rc == 0) {
 		free(ids);
 		fputs(prompt, stdout);
 		fflush(stdout);

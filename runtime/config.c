@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 const char *ms_arch_name(ms_arch a) {
 	switch (a) {
@@ -101,6 +102,32 @@ static int load_labels(ms_config *c, json_t *root, const char *path, char *err, 
 	return 0;
 }
 
+/* eos_token_id: an integer or a list of integers (Llama 3.x: [128001, 128008, 128009]);
+ * absent or null leaves c's list as it is. Every id is checked: a stray id would make
+ * generation stop on a token the model never emits, or never stop. */
+static int parse_eos(ms_config *c, json_t *v, const char *path, char *err, size_t errlen) {
+	if (!v || json_is_null(v)) return 0;
+	size_t n = json_is_array(v) ? json_array_size(v) : 1;
+	if (!json_is_array(v) && !json_is_integer(v))
+		return ms_errf(err, errlen, MS_EFORMAT, "%s: eos_token_id must be an integer or a list of integers", path);
+	if (n == 0 || n > MS_MAX_EOS)
+		return ms_errf(err, errlen, MS_ERANGE, "%s: eos_token_id lists %zu ids (1 to %d allowed)", path, n,
+			       MS_MAX_EOS);
+	for (size_t i = 0; i < n; i++) {
+		json_t *e = json_is_array(v) ? json_array_get(v, i) : v;
+		if (!json_is_integer(e))
+			return ms_errf(err, errlen, MS_EFORMAT, "%s: eos_token_id[%zu] is not an integer", path, i);
+		json_int_t id = json_integer_value(e);
+		if (id < 0 || id >= c->vocab_size)
+			return ms_errf(err, errlen, MS_ERANGE, "%s: eos_token_id %lld is not a token id (vocab_size %d)",
+				       path, (long long)id, c->vocab_size);
+		c->eos_ids[i] = (int)id;
+	}
+	c->n_eos = (int)n;
+	c->eos_id = c->eos_ids[0];
+	return 0;
+}
+
 static int parse(ms_config *c, json_t *root, const char *path, char *err, size_t errlen) {
 	c->arch = detect(root, &c->has_classifier, c->model_type, sizeof c->model_type);
 	if (c->arch == MS_ARCH_UNKNOWN)
@@ -126,12 +153,7 @@ static int parse(ms_config *c, json_t *root, const char *path, char *err, size_t
 	json_t *tie = json_object_get(root, "tie_word_embeddings");
 	c->tie_word_embeddings = json_is_boolean(tie) ? json_is_true(tie) : 1; /* transformers' default */
 	c->bos_id = (int)get_int(root, NAMES("bos_token_id"), -1);
-	c->eos_id = (int)get_int(root, NAMES("eos_token_id"), -1);
-	json_t *eos = json_object_get(root, "eos_token_id");
-	if (json_is_array(eos) && json_is_integer(json_array_get(eos, 0))) {
-		json_int_t e0 = json_integer_value(json_array_get(eos, 0));
-		c->eos_id = e0 < INT_MIN ? INT_MIN : e0 > INT_MAX ? INT_MAX : (int)e0;
-	}
+	c->eos_id = -1;
 	c->pad_id = (int)get_int(root, NAMES("pad_token_id"), -1);
 
 	const char *act = json_string_value(json_object_get(root, "hidden_act"));
@@ -162,12 +184,80 @@ static int parse(ms_config *c, json_t *root, const char *path, char *err, size_t
 		return ms_errf(err, errlen, MS_EFORMAT,
 			       "%s: hidden size %d not divisible by %d heads, or heads not a multiple of %d KV heads",
 			       path, c->dim, c->n_heads, c->n_kv_heads);
-	if (bad_token_id(c->bos_id) || bad_token_id(c->eos_id) || bad_token_id(c->pad_id))
-		return ms_errf(err, errlen, MS_ERANGE, "%s: bos/eos/pad token id out of range", path);
+	if (bad_token_id(c->bos_id) || bad_token_id(c->pad_id))
+		return ms_errf(err, errlen, MS_ERANGE, "%s: bos/pad token id out of range", path);
+	int rc = parse_eos(c, json_object_get(root, "eos_token_id"), path, err, errlen);
+	if (rc != 0) return rc;
 	c->head_dim = c->dim / c->n_heads;
 	if (c->arch == MS_ARCH_LLAMA && c->head_dim % 2)
 		return ms_errf(err, errlen, MS_EFORMAT, "%s: odd head dimension %d for RoPE", path, c->head_dim);
 	return load_labels(c, root, path, err, errlen);
+}
+
+/* One sampling default: a number (an integer when integer) within [lo, hi], or null. */
+static const struct gen_field {
+	const char *key;
+	unsigned bit;
+	double lo, hi;
+	int integer;
+} gen_fields[] = {
+	{"temperature", MS_GD_TEMPERATURE, 0, 100, 0},
+	{"top_p", MS_GD_TOP_P, 0, 1, 0},
+	{"top_k", MS_GD_TOP_K, 0, 1 << 24, 1},
+	{"repetition_penalty", MS_GD_REPETITION_PENALTY, 0.01, 100, 0},
+	{"max_new_tokens", MS_GD_MAX_NEW_TOKENS, 0, 1 << 20, 1},
+	{"max_length", MS_GD_MAX_LENGTH, 1, 1 << 24, 1},
+};
+
+static void set_gen_field(ms_gen_defaults *g, unsigned bit, double d) {
+	g->set |= bit;
+	switch (bit) {
+	case MS_GD_TEMPERATURE: g->temperature = (float)d; break;
+	case MS_GD_TOP_P: g->top_p = (float)d; break;
+	case MS_GD_TOP_K: g->top_k = (int)d; break;
+	case MS_GD_REPETITION_PENALTY: g->repetition_penalty = (float)d; break;
+	case MS_GD_MAX_NEW_TOKENS: g->max_new_tokens = (int)d; break;
+	default: g->max_length = (int)d; break;
+	}
+}
+
+/* A wrong type or range is an error rather than a default silently dropped: the file is
+ * what the model's authors meant generation to use. */
+static int parse_gen(ms_config *c, json_t *root, const char *path, char *err, size_t errlen) {
+	int rc = parse_eos(c, json_object_get(root, "eos_token_id"), path, err, errlen);
+	if (rc != 0) return rc;
+	json_t *ds = json_object_get(root, "do_sample");
+	if (ds && !json_is_null(ds)) {
+		if (!json_is_boolean(ds)) return ms_errf(err, errlen, MS_EFORMAT, "%s: do_sample must be true or false", path);
+		c->gen.set |= MS_GD_DO_SAMPLE;
+		c->gen.do_sample = json_is_true(ds);
+	}
+	for (size_t i = 0; i < MS_ARRAY_LEN(gen_fields); i++) {
+		const struct gen_field *f = &gen_fields[i];
+		json_t *v = json_object_get(root, f->key);
+		if (!v || json_is_null(v)) continue;
+		double d = json_number_value(v);
+		if (!json_is_number(v) || (f->integer && !json_is_integer(v)) || !(d >= f->lo && d <= f->hi))
+			return ms_errf(err, errlen, MS_ERANGE, "%s: %s must be %s in [%g, %g]", path, f->key,
+				       f->integer ? "an integer" : "a number", f->lo, f->hi);
+		set_gen_field(&c->gen, f->bit, d);
+	}
+	return 0;
+}
+
+/* generation_config.json, when the checkpoint has one: its eos_token_id replaces
+ * config.json's, as transformers' GenerationConfig does. */
+static int load_gen_config(ms_config *c, const char *dir, char *err, size_t errlen) {
+	char path[4096];
+	snprintf(path, sizeof path, "%s/generation_config.json", dir);
+	if (access(path, F_OK) != 0) return 0;
+	json_error_t jerr;
+	json_t *root = json_load_file(path, 0, &jerr);
+	if (!root) return ms_errf(err, errlen, MS_EFORMAT, "%s: %s", path, jerr.text);
+	int rc = json_is_object(root) ? parse_gen(c, root, path, err, errlen)
+				      : ms_errf(err, errlen, MS_EFORMAT, "%s: not a JSON object", path);
+	json_decref(root);
+	return rc;
 }
 
 int ms_config_load(ms_config *c, const char *dir, char *err, size_t errlen) {
@@ -180,6 +270,7 @@ int ms_config_load(ms_config *c, const char *dir, char *err, size_t errlen) {
 	int rc = json_is_object(root) ? parse(c, root, path, err, errlen)
 				      : ms_errf(err, errlen, MS_EFORMAT, "%s: not a JSON object", path);
 	json_decref(root);
+	if (rc == 0) rc = load_gen_config(c, dir, err, errlen);
 	if (rc != 0) ms_config_free(c);
 	return rc;
 }

@@ -22,6 +22,26 @@ typedef enum {
 
 typedef enum { MS_ACT_SILU, MS_ACT_GELU, MS_ACT_GELU_NEW, MS_ACT_RELU } ms_act;
 
+/* At most this many end-of-sequence ids per file (Llama 3.x lists 3). */
+#define MS_MAX_EOS 32
+
+/* generation_config.json's sampling defaults; `set` says which fields the file gives (a
+ * field it leaves out keeps the caller's default). */
+enum {
+	MS_GD_DO_SAMPLE = 1 << 0,
+	MS_GD_TEMPERATURE = 1 << 1,
+	MS_GD_TOP_K = 1 << 2,
+	MS_GD_TOP_P = 1 << 3,
+	MS_GD_REPETITION_PENALTY = 1 << 4,
+	MS_GD_MAX_NEW_TOKENS = 1 << 5,
+	MS_GD_MAX_LENGTH = 1 << 6,
+};
+typedef struct ms_gen_defaults {
+	unsigned set;
+	int do_sample, top_k, max_new_tokens, max_length;
+	float temperature, top_p, repetition_penalty;
+} ms_gen_defaults;
+
 typedef struct ms_config {
 	ms_arch arch;
 	char model_type[32];
@@ -39,12 +59,16 @@ typedef struct ms_config {
 	float rope_theta;
 	int tie_word_embeddings;
 	ms_act act;
-	int bos_id, eos_id, pad_id; /* -1 when absent */
+	int bos_id, eos_id, pad_id; /* -1 when absent; eos_id: eos_ids[0] */
+	/* eos_token_id as an integer or a list, from generation_config.json when it has one
+	 * (transformers' GenerationConfig), else from config.json */
+	int eos_ids[MS_MAX_EOS], n_eos;
+	ms_gen_defaults gen; /* generation_config.json */
 	int n_labels;
 	char **id2label; /* n_labels strings, "LABEL_i" when config.json has none */
 } ms_config;
 
-/* Reads dir/config.json. */
+/* Reads dir/config.json and, when present, dir/generation_config.json. */
 int ms_config_load(ms_config *c, const char *dir, char *err, size_t errlen);
 void ms_config_free(ms_config *c);
 const char *ms_arch_name(ms_arch a);

@@ -278,6 +278,42 @@ void ms_gen_opts_init(ms_gen_opts *o) {
 	o->stop_on_eos = 1;
 }
 
+void ms_gen_opts_apply_model(ms_gen_opts *o, const ms_model *m) {
+	const ms_gen_defaults *d = &m->cfg.gen;
+	if (d->set & MS_GD_TEMPERATURE) o->temperature = d->temperature;
+	if ((d->set & MS_GD_DO_SAMPLE) && !d->do_sample) o->temperature = 0;
+	if (d->set & MS_GD_TOP_K) o->top_k = d->top_k;
+	if (d->set & MS_GD_TOP_P) o->top_p = d->top_p;
+	if (d->set & MS_GD_REPETITION_PENALTY) o->repetition_penalty = d->repetition_penalty;
+	if (d->set & MS_GD_MAX_NEW_TOKENS) {
+		o->max_new_tokens = d->max_new_tokens;
+	} else if (d->set & MS_GD_MAX_LENGTH) {
+		o->max_new_tokens = -1;
+		o->max_length = d->max_length;
+	}
+}
+
+int ms_gen_check_length(const ms_gen_opts *o, size_t n_prompt, char *err, size_t errlen) {
+	if (o->max_new_tokens >= 0) return 0;
+	if (o->max_length <= 0 || n_prompt >= (size_t)o->max_length)
+		return ms_errf(err, errlen, MS_ERANGE,
+			       "prompt of %zu tokens leaves no room under max_length %d (generation_config.json); "
+			       "set max_new_tokens", n_prompt, o->max_length);
+	return 0;
+}
+
+/* The ids that end a generation: the checkpoint's list, and the tokenizer's eos_token
+ * (the chat templates end a turn with it) when it is not among them. */
+static int eos_set(const ms_model *m, int32_t *ids) {
+	int n = 0;
+	for (int i = 0; i < m->cfg.n_eos; i++) ids[n++] = m->cfg.eos_ids[i];
+	int32_t t = m->tok ? ms_tokenizer_eos_id(m->tok) : -1;
+	for (int i = 0; i < n && t >= 0; i++)
+		if (ids[i] == t) t = -1;
+	if (t >= 0) ids[n++] = t;
+	return n;
+}
+
 /* A generation in progress: its session, sampler, history and (text mode) streaming
  * detokenizer with stop-string hold-back. Stepped alone or batched with others. */
 struct ms_gen {
@@ -288,7 +324,8 @@ struct ms_gen {
 	int32_t *hist;
 	size_t nh, n_prompt;
 	int32_t pending; /* sampled, not yet fed to the model */
-	int eos, done, rc;
+	int32_t eos[MS_MAX_EOS + 1];
+	int n_eos, done, rc;
 	ms_token_cb tcb;
 	ms_text_cb xcb;
 	void *ud;
@@ -349,10 +386,11 @@ static void finish(ms_gen *g, int reason) {
 
 /* A sampled token: stop, or emit it and keep it pending for the next step. */
 static void accept(ms_gen *g, int32_t next) {
-	if (g->o.stop_on_eos && next == g->eos) {
-		finish(g, 1);
-		return;
-	}
+	for (int i = 0; g->o.stop_on_eos && i < g->n_eos; i++)
+		if (next == g->eos[i]) {
+			finish(g, 1);
+			return;
+		}
 	g->hist[g->nh++] = next;
 	g->st.gen_tokens++;
 	int stop = g->tcb ? g->tcb(g->ud, next) != 0 : 0;
@@ -378,12 +416,14 @@ int ms_gen_new(ms_model *m, const int32_t *prompt, size_t n_prompt, const ms_gen
 	for (size_t i = 0; i < n_prompt; i++)
 		if (prompt[i] < 0 || prompt[i] >= c->vocab_size) return MS_ERANGE;
 	if (xcb && !m->tok) return MS_EUNSUPPORTED;
+	if (ms_gen_check_length(o, n_prompt, NULL, 0) != 0) return MS_ERANGE;
 	ms_gen *g = calloc(1, sizeof *g);
 	if (!g) return MS_ENOMEM;
 	g->m = m, g->o = *o, g->tcb = tcb, g->xcb = xcb, g->ud = ud, g->text_mode = xcb != NULL;
 	g->n_prompt = n_prompt;
 	ms_buf_init(&g->text);
-	size_t total = n_prompt + (size_t)(o->max_new_tokens > 0 ? o->max_new_tokens : 0);
+	if (o->max_new_tokens < 0) g->o.max_new_tokens = o->max_length - (int)n_prompt;
+	size_t total = n_prompt + (size_t)(g->o.max_new_tokens > 0 ? g->o.max_new_tokens : 0);
 	if (total > (size_t)c->max_pos) total = (size_t)c->max_pos;
 	int rc = ms_seq_new(m, (int)total, &g->s);
 	if (rc == 0 && !(g->hist = malloc((total + 1) * sizeof *g->hist))) rc = MS_ENOMEM;
@@ -396,8 +436,7 @@ int ms_gen_new(ms_model *m, const int32_t *prompt, size_t n_prompt, const ms_gen
 	}
 	memcpy(g->hist, prompt, n_prompt * sizeof *g->hist);
 	g->nh = n_prompt;
-	g->eos = c->eos_id;
-	if (m->tok && ms_tokenizer_eos_id(m->tok) >= 0) g->eos = ms_tokenizer_eos_id(m->tok);
+	g->n_eos = eos_set(m, g->eos);
 	if (g->text_mode) {
 		ms_detok_stream_init(&g->ds, m->tok, 1);
 		/* the prompt goes through the stream first (its text dropped) so that the
@@ -564,7 +603,11 @@ int ms_model_generate(ms_model *m, const char *prompt, const ms_gen_opts *o, ms_
 	size_t n;
 	int rc = ms_model_encode_prompt(m, prompt, o->add_bos, &ids, &n, err, errlen);
 	if (rc != 0) return rc;
-	ms_gen *g;
+	if ((rc = ms_gen_check_length(o, n, err, errlen)) != 0) {
+		free(ids);
+		return rc;
+	}
+	ms_gen *g = NULL;
 	if ((rc = ms_gen_new(m, ids, n, o, NULL, cb, ud, &g)) == 0) rc = run_alone(g, stats);
 	if (rc == MS_ECANCELED) ms_errf(err, errlen, rc, "cancelled");
 	else if (rc != 0) ms_errf(err, errlen, rc, "%s: generation failed: %s", m->dir, ms_strerror(rc));

@@ -62,7 +62,8 @@ int ms_seq_step_batch(ms_seq *const *sess, const int32_t *ids, size_t n, float *
 int ms_model_logits(ms_model *m, const int32_t *ids, size_t n, float *out);
 
 typedef struct ms_gen_opts {
-	int max_new_tokens;       /* default 256 */
+	int max_new_tokens;       /* default 256; < 0: up to max_length */
+	int max_length;           /* prompt + new tokens, when max_new_tokens < 0 (transformers' max_length) */
 	float temperature;        /* 0: greedy. default 1 */
 	int top_k;                /* 0: off */
 	float top_p;              /* 1: off */
@@ -74,6 +75,16 @@ typedef struct ms_gen_opts {
 	const atomic_int *cancel;
 } ms_gen_opts;
 void ms_gen_opts_init(ms_gen_opts *o);
+/* Applies the checkpoint's generation_config.json defaults to o, as transformers'
+ * generate() applies them when the caller leaves an option unset: do_sample false makes
+ * temperature 0 (greedy), temperature / top_k / top_p / repetition_penalty /
+ * max_new_tokens are taken as given, and max_length (prompt + new tokens) is used when the
+ * file has no max_new_tokens. Fields the file leaves out keep o's values. The order for a
+ * caller is: ms_gen_opts_init, its own defaults, this, then the options its user gave. */
+void ms_gen_opts_apply_model(ms_gen_opts *o, const ms_model *m);
+/* The generation of n_prompt ids with o fits max_length (transformers refuses a prompt
+ * that already fills it); MS_ERANGE with a message otherwise. */
+int ms_gen_check_length(const ms_gen_opts *o, size_t n_prompt, char *err, size_t errlen);
 
 typedef struct ms_gen_stats {
 	size_t prompt_tokens, gen_tokens;
@@ -85,6 +96,9 @@ typedef struct ms_gen_stats {
  * characters only). Return non-zero to stop. */
 typedef int (*ms_token_cb)(void *ud, int32_t id);
 typedef int (*ms_text_cb)(void *ud, const char *text, size_t len);
+
+/* Generation stops on any end-of-sequence id: generation_config.json's eos_token_id
+ * (an integer or a list) when given, else config.json's, plus the tokenizer's eos_token. */
 
 /* Generation from prompt ids. out_ids (optional) gets the generated ids, malloc'd. */
 int ms_model_generate_ids(ms_model *m, const int32_t *prompt, size_t n_prompt, const ms_gen_opts *o,

@@ -170,13 +170,15 @@ static int take_stops(req *r, json_t *stop) {
 
 /* Generation options, each checked for type and range before any cast (a number outside
  * int's range converted to int is undefined): a typo or a wrong type is an error that says
- * so, not a default used silently. */
+ * so, not a default used silently. An option given wins over the checkpoint's
+ * generation_config.json, which wins over the worker's defaults. */
 static int take_opts(json_t *args, ms_gen_opts *o, char *err, size_t errlen) {
 	static const struct { const char *key; double lo, hi; int integer; } spec[] = {
 		{"max_new_tokens", 0, 1 << 20, 1}, {"temperature", 0, 100, 0}, {"top_p", 0, 1, 0},
 		{"top_k", 0, 1 << 24, 1}, {"repetition_penalty", 0.01, 100, 0}, {"seed", 0, 9007199254740991.0, 1}};
 	static const char *const other[] = {"prompt", "prompt_ids", "messages", "stop"};
-	double v[6] = {128, 1.0, 1.0, 0, 1.0, 0};
+	double v[6] = {0};
+	int given[6] = {0};
 	const char *key;
 	json_t *val;
 	json_object_foreach(args, key, val) {
@@ -195,14 +197,16 @@ static int take_opts(json_t *args, ms_gen_opts *o, char *err, size_t errlen) {
 		if (!json_is_number(val) || (spec[i].integer && d != floor(d)) || !(d >= spec[i].lo && d <= spec[i].hi))
 			return ms_errf(err, errlen, MS_ERANGE, "generate: %s wants %s in [%g, %g]", key,
 				       spec[i].integer ? "an integer" : "a number", spec[i].lo, spec[i].hi);
-		v[i] = d;
+		v[i] = d, given[i] = 1;
 	}
 	ms_gen_opts_init(o);
-	o->max_new_tokens = (int)v[0];
-	o->temperature = (float)v[1];
-	o->top_p = (float)v[2];
-	o->top_k = (int)v[3];
-	o->repetition_penalty = (float)v[4];
+	o->max_new_tokens = 128;
+	ms_gen_opts_apply_model(o, model);
+	if (given[0]) o->max_new_tokens = (int)v[0];
+	if (given[1]) o->temperature = (float)v[1];
+	if (given[2]) o->top_p = (float)v[2];
+	if (given[3]) o->top_k = (int)v[3];
+	if (given[4]) o->repetition_penalty = (float)v[4];
 	o->seed = (uint64_t)v[5];
 	return 0;
 }
@@ -254,6 +258,7 @@ static void start_generate(json_int_t id, json_t *args, int chat) {
 	} else {
 		rc = ms_errf(err, sizeof err, MS_EINVAL, "generate: prompt missing");
 	}
+	if (rc == 0) rc = ms_gen_check_length(&o, n, err, sizeof err);
 	if (rc == 0) rc = ms_gen_new(model, ids, n, &o, NULL, r->ids_mode ? NULL : on_piece, r, &r->g);
 	free(ids);
 	if (rc == 0) {

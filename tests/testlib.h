@@ -149,6 +149,42 @@ static inline char *test_read_file(const char *path, size_t *len) {
 	return buf;
 }
 
+/* A checkpoint made from the stories260K fixture in a fresh directory (dir: a buffer of
+ * at least 64 bytes), readable by other uids (the model worker's): weights and tokenizer
+ * symlinked, config.json with its eos_token_id replaced by the JSON text eos (NULL keeps
+ * it), and generation_config.json holding gen when gen is not NULL. Remove it with
+ * test_rm_rf. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-truncation" /* paths bounded; a cut one fails the test */
+static inline void test_stories_ckpt(char *dir, const char *eos, const char *gen) {
+	char fx[4096], cmd[16384];
+	if (!realpath(fixture_path("models/stories260K"), fx)) TEST_FAILF("realpath: %s", strerror(errno));
+	strcpy(dir, "/tmp/ms-ckpt-XXXXXX");
+	if (!mkdtemp(dir) || chmod(dir, 0755) != 0) TEST_FAILF("mkdtemp: %s", strerror(errno));
+	snprintf(cmd, sizeof cmd,
+		 "ln -s %s/model.safetensors %s/tokenizer.json %s/tokenizer_config.json %s/ && "
+		 "sed 's/\"eos_token_id\": *2,/\"eos_token_id\": %s,/' %s/config.json > %s/config.json",
+		 fx, fx, fx, dir, eos ? eos : "2", fx, dir);
+	if (system(cmd) != 0) TEST_FAILF("making %s failed", dir);
+	if (gen) {
+		snprintf(cmd, sizeof cmd, "%s/generation_config.json", dir);
+		FILE *f = fopen(cmd, "w");
+		if (!f || fputs(gen, f) < 0 || fclose(f) != 0) TEST_FAILF("writing %s failed", cmd);
+	}
+	/* not *.json: chmod follows the symlinks into the fixtures */
+	snprintf(cmd, sizeof cmd, "chmod 0644 %s/config.json%s%s%s && grep -qF '\"eos_token_id\": %s,' %s/config.json",
+		 dir, gen ? " " : "", gen ? dir : "", gen ? "/generation_config.json" : "", eos ? eos : "2", dir);
+	if (system(cmd) != 0) TEST_FAILF("%s failed", cmd);
+}
+
+#pragma GCC diagnostic pop
+
+static inline void test_rm_rf(const char *dir) {
+	char cmd[4200];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+	if (system(cmd) != 0) TEST_FAILF("%s failed", cmd);
+}
+
 static inline int test_run_one(const struct test_case *t) {
 	int fds[2];
 	if (pipe(fds) != 0) return 1;

@@ -407,6 +407,133 @@ TEST(generation_stops_on_eos) {
 	ms_model_free(m);
 }
 
+/* stories260K's greedy continuation of BOS: 403 407 261 378 432 383 286 261 ... */
+static const int32_t greedy_bos[] = {403, 407, 261, 378, 432, 383, 286, 261};
+
+static ms_model *load_ckpt(const char *eos, const char *gen) {
+	char dir[64], err[512] = "";
+	test_stories_ckpt(dir, eos, gen);
+	ms_model *m = NULL;
+	int rc = ms_model_load(dir, NULL, &m, err, sizeof err);
+	test_rm_rf(dir);
+	CHECK_MSG(rc == 0, "%s", err);
+	return m;
+}
+
+/* Greedy from BOS with o (NULL: the checkpoint's defaults, nothing set by the caller);
+ * returns how many ids came out, checked against the greedy ones up to want_greedy. */
+static size_t run_bos(ms_model *m, const ms_gen_opts *o, int *stopped) {
+	ms_gen_opts d;
+	ms_gen_opts_init(&d);
+	ms_gen_opts_apply_model(&d, m);
+	int32_t bos = 1, *out;
+	size_t n;
+	ms_gen_stats st;
+	CHECK_INT(ms_model_generate_ids(m, &bos, 1, o ? o : &d, NULL, NULL, &out, &n, &st), 0);
+	for (size_t i = 0; i < n && i < MS_ARRAY_LEN(greedy_bos) && (o ? o : &d)->temperature == 0; i++)
+		CHECK_MSG(out[i] == greedy_bos[i], "id %zu: %d, greedy %d", i, out[i], greedy_bos[i]);
+	free(out);
+	*stopped = st.stopped;
+	return n;
+}
+
+/* eos_token_id as a list (Llama 3.x ends a chat turn with its third id, <|eot_id|>):
+ * generation stops on any of them, not only the first; generation_config.json's list
+ * replaces config.json's; the tokenizer's eos_token stops it too. */
+TEST(generation_stops_on_any_eos_of_a_list) {
+	ms_gen_opts o;
+	ms_gen_opts_init(&o);
+	o.temperature = 0, o.max_new_tokens = 20;
+	int stopped;
+	ms_model *m = load_ckpt("[2, 500, 378]", NULL); /* third id: the 4th greedy token */
+	CHECK_INT(ms_model_config(m)->n_eos, 3);
+	CHECK_INT(ms_model_config(m)->eos_id, 2); /* the single-id view: the first */
+	CHECK_INT(run_bos(m, &o, &stopped), 3);
+	CHECK_INT(stopped, 1);
+	ms_model_free(m);
+	m = load_ckpt("[2, 500, 378]", "{\"eos_token_id\": [2, 407]}"); /* second id, 2nd token */
+	CHECK_INT(run_bos(m, &o, &stopped), 1);
+	CHECK_INT(stopped, 1);
+	o.stop_on_eos = 0;
+	CHECK_INT(run_bos(m, &o, &stopped), 20);
+	CHECK_INT(stopped, 0);
+	ms_model_free(m);
+	/* the tokenizer's eos_token (</s> = 2) joins the list rather than replacing it */
+	o.stop_on_eos = 1;
+	m = load_ckpt("[432]", "{\"eos_token_id\": 383}");
+	CHECK_INT(ms_model_config(m)->eos_id, 383);
+	CHECK_INT(run_bos(m, &o, &stopped), 5);
+	CHECK_INT(stopped, 1);
+	ms_model_free(m);
+}
+
+/* generation_config.json's defaults apply when the caller sets nothing, and every option
+ * the caller sets wins. */
+TEST(generation_config_defaults_and_overrides) {
+	ms_model *m = load_ckpt(NULL, "{\"do_sample\": false, \"max_new_tokens\": 5, \"top_p\": 0.5, "
+				      "\"top_k\": 7, \"repetition_penalty\": 1.25}");
+	ms_gen_opts o;
+	ms_gen_opts_init(&o);
+	ms_gen_opts_apply_model(&o, m);
+	CHECK(o.temperature == 0 && o.max_new_tokens == 5 && o.top_p == 0.5f && o.top_k == 7 &&
+	      o.repetition_penalty == 1.25f);
+	ms_model_free(m);
+	int stopped;
+	m = load_ckpt(NULL, "{\"do_sample\": false, \"max_new_tokens\": 5}");
+	CHECK_INT(run_bos(m, NULL, &stopped), 5); /* greedy (checked in run_bos), 5 tokens */
+	CHECK_INT(stopped, 0);
+	ms_gen_opts_init(&o);
+	ms_gen_opts_apply_model(&o, m);
+	o.max_new_tokens = 8; /* the caller's */
+	CHECK_INT(run_bos(m, &o, &stopped), 8);
+	o.temperature = 1.5f, o.seed = 3; /* sampling, as the caller asks, not greedy */
+	int32_t bos = 1, *a;
+	size_t n;
+	CHECK_INT(ms_model_generate_ids(m, &bos, 1, &o, NULL, NULL, &a, &n, NULL), 0);
+	CHECK(n == 8 && memcmp(a, greedy_bos, sizeof greedy_bos) != 0);
+	free(a);
+	ms_model_free(m);
+	/* do_sample true with top_k 1: sampling that can only pick the greedy token */
+	m = load_ckpt(NULL, "{\"do_sample\": true, \"temperature\": 2.0, \"top_k\": 1, \"max_new_tokens\": 8}");
+	ms_gen_opts_init(&o);
+	ms_gen_opts_apply_model(&o, m);
+	CHECK(o.temperature == 2.0f && o.top_k == 1);
+	o.seed = 11;
+	CHECK_INT(ms_model_generate_ids(m, &bos, 1, &o, NULL, NULL, &a, &n, NULL), 0);
+	CHECK(n == 8 && memcmp(a, greedy_bos, sizeof greedy_bos) == 0);
+	free(a);
+	ms_model_free(m);
+}
+
+/* max_length counts the prompt (transformers); max_new_tokens, the file's or the
+ * caller's, takes precedence; a prompt that fills max_length is refused, as transformers
+ * refuses it. */
+TEST(generation_config_max_length) {
+	ms_model *m = load_ckpt(NULL, "{\"do_sample\": false, \"max_length\": 6}");
+	int stopped;
+	CHECK_INT(run_bos(m, NULL, &stopped), 5);
+	ms_gen_opts o;
+	ms_gen_opts_init(&o);
+	ms_gen_opts_apply_model(&o, m);
+	int32_t prompt[6] = {1, 403, 407, 261, 378, 432}, *out;
+	size_t n;
+	CHECK_INT(ms_model_generate_ids(m, prompt, 4, &o, NULL, NULL, &out, &n, NULL), 0);
+	CHECK_INT(n, 2);
+	free(out);
+	CHECK_INT(ms_model_generate_ids(m, prompt, 6, &o, NULL, NULL, &out, &n, NULL), MS_ERANGE);
+	char err[256] = "";
+	CHECK_INT(ms_gen_check_length(&o, 6, err, sizeof err), MS_ERANGE);
+	CHECK_MSG(strstr(err, "max_length 6"), "%s", err);
+	o.max_new_tokens = 3;
+	CHECK_INT(ms_model_generate_ids(m, prompt, 6, &o, NULL, NULL, &out, &n, NULL), 0);
+	CHECK_INT(n, 3);
+	free(out);
+	ms_model_free(m);
+	m = load_ckpt(NULL, "{\"do_sample\": false, \"max_length\": 6, \"max_new_tokens\": 2}");
+	CHECK_INT(run_bos(m, NULL, &stopped), 2);
+	ms_model_free(m);
+}
+
 TEST(wrong_family_calls_rejected) {
 	ms_model *m = load_model("models/tiny-random-bert", 1);
 	ms_seq *s;
