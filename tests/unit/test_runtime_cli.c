@@ -385,3 +385,64 @@ TEST(wrong_family_is_a_clear_error) {
 	CHECK_STR(out, "");
 	free(out);
 }
+
+/* `generate DIR OPTS` with the prompt "Once upon a time": stdout; stderr in err. */
+static char *generate_in(const char *dir, const char *opts, char *err, size_t errlen) {
+	char args[4096];
+	snprintf(args, sizeof args, "generate '%s' -p 'Once upon a time' %s", dir, opts);
+	int rc;
+	char *out = run(args, &rc, err, errlen);
+	skip_without_tokenizer(err);
+	CHECK_MSG(rc == 0, "%s: exit %d: %s", opts, rc, err);
+	return out;
+}
+
+/* The checkpoint's generation_config.json decides what no flag sets (greedy, 10 tokens
+ * here, as the fixture with -t 0 -n 10 gives); each flag given wins over it. */
+TEST(generate_generation_config_defaults) {
+	char dir[64], err[4096], fx[4096];
+	snprintf(fx, sizeof fx, "%s", fixture_path("models/stories260K"));
+	test_stories_ckpt(dir, NULL, "{\"do_sample\": false, \"max_new_tokens\": 10}");
+	char *a = generate_in(dir, "", err, sizeof err), *want = generate_in(fx, "-t 0 -n 10", err, sizeof err);
+	CHECK_MSG(strstr(err, "generation: 10 tokens"), "%s", err);
+	CHECK_STR(a, want);
+	free(a), free(want);
+	a = generate_in(dir, "-n 4", err, sizeof err), want = generate_in(fx, "-t 0 -n 4", err, sizeof err);
+	CHECK_STR(a, want);
+	free(a), free(want);
+	a = generate_in(dir, "-t 1.5 --top-p 1 --seed 5", err, sizeof err),
+	want = generate_in(fx, "-t 1.5 --top-p 1 --seed 5 -n 10", err, sizeof err);
+	char *greedy = generate_in(fx, "-t 0 -n 10", err, sizeof err);
+	test_rm_rf(dir);
+	CHECK_STR(a, want);
+	CHECK(strcmp(a, greedy) != 0);
+	free(a), free(want), free(greedy);
+}
+
+/* A list of EOS ids: generation stops on its third one (the 4th greedy token after BOS). */
+TEST(generate_stops_on_eos_list) {
+	char dir[64], err[4096];
+	test_stories_ckpt(dir, "[2, 500, 378]", NULL);
+	char args[4096];
+	snprintf(args, sizeof args, "generate '%s' -t 0 -n 20", dir);
+	int rc;
+	char *out = run(args, &rc, err, sizeof err);
+	test_rm_rf(dir);
+	skip_without_tokenizer(err);
+	CHECK_MSG(rc == 0, "exit %d: %s", rc, err);
+	CHECK_MSG(strstr(err, "generation: 3 tokens"), "%s", err);
+	free(out);
+}
+
+/* A malformed generation_config.json is a load error naming the file and the field. */
+TEST(generate_bad_generation_config) {
+	char dir[64], err[4096], args[4096];
+	test_stories_ckpt(dir, NULL, "{\"eos_token_id\": [2, 9999]}");
+	snprintf(args, sizeof args, "generate '%s' -n 2", dir);
+	int rc;
+	char *out = run(args, &rc, err, sizeof err);
+	test_rm_rf(dir);
+	CHECK_INT(rc, 1);
+	CHECK_MSG(strstr(err, "generation_config.json: eos_token_id 9999 is not a token id"), "%s", err);
+	free(out);
+}

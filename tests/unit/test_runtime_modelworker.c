@@ -436,3 +436,50 @@ TEST(stop_as_one_string) {
 	}
 	stop_worker(&w);
 }
+
+/* One generate request with prompt_ids [1] (BOS) and the options in opts (taken); the
+ * result's ids as "a b c" text, or the error message prefixed "error: ". */
+static char *generate_bos(worker *w, int id, json_t *opts) {
+	json_object_set_new(opts, "prompt_ids", json_pack("[i]", 1));
+	send_msg(w, json_pack("{s:s, s:i, s:s, s:o}", "t", "req", "req", id, "op", "generate", "args", opts));
+	json_t *m = recv_msg(w);
+	CHECK_INT(json_integer_value(json_object_get(m, "req")), id);
+	ms_buf b;
+	ms_buf_init(&b);
+	json_t *r = json_object_get(m, "result");
+	if (!json_is_array(r)) ms_buf_printf(&b, "error: %s", json_string_value(json_object_get(m, "message")));
+	for (size_t i = 0; i < json_array_size(r); i++)
+		ms_buf_printf(&b, "%s%lld", i ? " " : "", (long long)json_integer_value(json_array_get(r, i)));
+	json_decref(m);
+	char *s = strdup(b.data ? b.data : "");
+	ms_buf_free(&b);
+	return s;
+}
+
+/* The worker takes generation_config.json's defaults for options a request leaves out
+ * (greedy, 4 tokens), a request's own options win, and any id of the eos list ends the
+ * generation (383, the third, is the 6th greedy token after BOS: 403 407 261 378 432 383). */
+TEST(generation_config_and_eos_list) {
+	char dir[64];
+	test_stories_ckpt(dir, "[2, 500, 383]", "{\"do_sample\": false, \"max_new_tokens\": 4, \"max_length\": 3}");
+	worker w = spawn_worker();
+	send_msg(&w, json_pack("{s:s, s:s}", "t", "init", "path", dir));
+	json_t *ready = recv_msg(&w);
+	test_rm_rf(dir);
+	CHECK_MSG(!strcmp(json_string_value(json_object_get(ready, "t")), "ready"), "%s", json_dumps(ready, 0));
+	json_decref(ready);
+	char *r = generate_bos(&w, 1, json_object());
+	CHECK_STR(r, "403 407 261 378");
+	free(r);
+	r = generate_bos(&w, 2, json_pack("{s:i}", "max_new_tokens", 10));
+	CHECK_STR(r, "403 407 261 378 432");
+	free(r);
+	r = generate_bos(&w, 3, json_pack("{s:n, s:n}", "max_new_tokens", "temperature")); /* null: the defaults */
+	CHECK_STR(r, "403 407 261 378");
+	free(r);
+	r = generate_bos(&w, 4, json_pack("{s:i, s:f, s:f, s:i}", "max_new_tokens", 10, "temperature", 1.5, "top_p", 1.0,
+					  "seed", 5));
+	CHECK_MSG(strncmp(r, "403 407 261 378", 15) != 0, "sampled run gave the greedy ids: %s", r);
+	free(r);
+	stop_worker(&w);
+}
