@@ -610,7 +610,10 @@ static void on_head_done(xfer *x, CURLcode res) {
 	if (strcmp(x->commit, f->commit) != 0)
 		MS_WARN("hub", "%s: HEAD says commit %s, the listing said %s", hf->path, x->commit, f->commit);
 	snprintf(hf->etag, sizeof hf->etag, "%s", etag);
-	hf->size = strtoull(size_s, NULL, 10);
+	/* the HEAD has the last word on the size: a listing may have none (no ?blobs=true) */
+	uint64_t size = strtoull(size_s, NULL, 10);
+	f->total = f->total - hf->size + size;
+	hf->size = size;
 	xfer_free(x);
 	hf->tries = 0;
 	hf->state = FS_LOCK;

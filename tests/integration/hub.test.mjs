@@ -90,7 +90,8 @@ function faultServers() {
       if (repo === "fault/badtoken") return send(401, { "X-Error-Message": "Invalid credentials in Authorization header" }, "{}");
       if (decodeURIComponent(api[2]) === "nope") return send(404, { "X-Error-Code": "RevisionNotFound", "X-Error-Message": "Invalid rev id: nope" }, "{}");
       if (repo === "fault/down") return send(503, {}, "{}");
-      const sib = files(repo).map(([n, d]) => ({ rfilename: n, size: d.length }));
+      // fault/nosize: a listing without sizes (no ?blobs=true support), as older servers answer
+      const sib = files(repo).map(([n, d]) => (repo === "fault/nosize" ? { rfilename: n } : { rfilename: n, size: d.length }));
       return send(200, {}, JSON.stringify({ id: repo, sha: commit, siblings: sib }));
     }
     const m = u.pathname.match(/^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/);
@@ -341,6 +342,10 @@ s.test("fault: Range ignored restarts; relative redirects are followed; 503/429 
   const b = await pull("fault/renamed", { ...base, HF_HUB_CACHE: join(ctx.root, "c-ren") });
   assertEq(b.code, 0, b.stderr);
   assert(readFileSync(join(b.stdout.trim(), "config.json")).equals(ctx.fault.small), "followed to the new name");
+  const n = await pull("fault/nosize", { ...base, HF_HUB_CACHE: join(ctx.root, "c-nosize") });
+  assertEq(n.code, 0, n.stderr);
+  const mib = ((ctx.fault.big.length + ctx.fault.small.length) / (1 << 20)).toFixed(1);
+  assert(n.stderr.includes(`2 files (${mib} MiB)`), "the total counts the sizes the HEADs told: " + n.stderr);
   const c = await pull("fault/retry", { ...base, HF_HUB_CACHE: join(ctx.root, "c-retry") });
   assertEq(c.code, 0, c.stderr);
   assert(ctx.fault.stats.attempts["fault/retry/config.json/HEAD"] >= 3, "HEAD retried after 503s");
