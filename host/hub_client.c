@@ -953,6 +953,16 @@ static int wbuf_flush(hfile *hf) {
 	return 0;
 }
 
+/* io_error values other than an errno */
+#define IOE_TOO_LONG (-1)
+#define IOE_BAD_RANGE (-2)
+
+/* The first byte of "bytes A-B/N", or -1. */
+static long long range_start(const char *content_range) {
+	unsigned long long a;
+	return sscanf(content_range, "bytes %llu-", &a) == 1 ? (long long)a : -1;
+}
+
 static size_t get_body_cb(char *buf, size_t size, size_t n, void *ud) {
 	hfile *hf = ud;
 	xfer *x = hf->x;
@@ -967,7 +977,16 @@ static size_t get_body_cb(char *buf, size_t size, size_t n, void *ud) {
 		curl_easy_getinfo(x->easy, CURLINFO_HTTP_VERSION, &ver);
 		curl_easy_getinfo(x->easy, CURLINFO_SCHEME, &scheme);
 		hf->may_pause = ver > 0 && ver < CURL_HTTP_VERSION_2_0 && scheme && !strcasecmp(scheme, "http");
-		if (st == 200 && hf->range_from > 0) { /* Range ignored: start again */
+		int restart = st == 200 && hf->range_from > 0; /* Range ignored: start again */
+		if (st == 206 && hf->range_from > 0) {
+			long long at = range_start(x->content_range);
+			if (at == 0) restart = 1;
+			else if (at != (long long)hf->range_from) { /* bytes from elsewhere: never append them */
+				hf->io_error = IOE_BAD_RANGE;
+				return 0;
+			}
+		}
+		if (restart) {
 			if (ftruncate(hf->fd, 0) != 0) return 0;
 			hasher_detach(hf);
 			hf->have = hf->disk = 0;
@@ -978,7 +997,7 @@ static size_t get_body_cb(char *buf, size_t size, size_t n, void *ud) {
 	}
 	if (x->status < 200 || x->status >= 300) return body_cb(buf, size, n, x);
 	if (hf->have + len > hf->size) {
-		hf->io_error = -1;
+		hf->io_error = IOE_TOO_LONG;
 		return 0;
 	}
 	/* the piece fills up in this call (curl hands over at most CURL_MAX_WRITE_SIZE) while
@@ -1008,6 +1027,22 @@ static size_t get_body_cb(char *buf, size_t size, size_t n, void *ud) {
 
 static void verify(hfile *hf);
 
+/* The server answered a range other than the one asked: what is on disk may be fine, but
+ * the next attempt starts from byte 0 rather than trust that server's ranges again. */
+static void restart_get(hfile *hf) {
+	char msg[600];
+	snprintf(msg, sizeof msg, "%s: the server answered a range other than bytes=%llu-", hf->path,
+		 (unsigned long long)hf->range_from);
+	hasher_detach(hf);
+	hf->have = hf->disk = 0;
+	if (hf->fd >= 0 && ftruncate(hf->fd, 0) != 0) return file_fail(hf, MS_EIO, "%s: cannot truncate: %s", hf->path, strerror(errno));
+	if (file_retry(hf, FS_GET) == 0) {
+		MS_WARN("hub", "%s; starting again from byte 0", msg);
+		return;
+	}
+	file_fail(hf, MS_EPROTO, "%s", msg);
+}
+
 static void on_get_done(xfer *x, CURLcode res) {
 	hfile *hf = x->owner;
 	ms_hub_fetch *f = hf->f;
@@ -1020,6 +1055,10 @@ static void on_get_done(xfer *x, CURLcode res) {
 		xfer_free(x);
 		return file_fail(hf, MS_EIO, "cannot write %s/blobs: %s%s", f->repo_dir, strerror(e),
 				 e == ENOSPC || e == EDQUOT || e == EFBIG ? " (free some space, e.g. `moonspace cache rm REPO`, or point HF_HUB_CACHE elsewhere)" : "");
+	}
+	if (hf->io_error == IOE_BAD_RANGE) {
+		xfer_free(x);
+		return restart_get(hf);
 	}
 	if (hf->io_error < 0) {
 		xfer_free(x);

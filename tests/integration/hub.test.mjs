@@ -130,10 +130,19 @@ function faultServers() {
     const rm = range && range.match(/^bytes=(\d+)-$/);
     if (rm && repo !== "fault/norange") from = Number(rm[1]);
     if (repo === "fault/retry" && n === 1) { res.writeHead(429); return res.end(); }
+    // fault/badrange: after the drop, a 206 from the wrong place (bytes 1-...), then one from 0
+    if (repo === "fault/badrange" && n === 2) {
+      res.writeHead(206, { "Content-Length": big.length - from, "Content-Range": `bytes 1-${big.length - from}/${big.length}` });
+      return res.end(big.subarray(1, big.length - from + 1));
+    }
+    if (repo === "fault/badrange" && n === 3) {
+      res.writeHead(206, { "Content-Length": big.length, "Content-Range": `bytes 0-${big.length - 1}/${big.length}` });
+      return res.end(big);
+    }
     const headers = { "Content-Length": big.length - from, "Content-Type": "application/octet-stream" };
     if (from) headers["Content-Range"] = `bytes ${from}-${big.length - 1}/${big.length}`;
     res.writeHead(from ? 206 : 200, headers);
-    const drop = (repo === "fault/drop" || repo === "fault/norange") && n === 1;
+    const drop = (repo === "fault/drop" || repo === "fault/norange" || repo === "fault/badrange") && n === 1;
     if (drop) { res.write(big.subarray(0, 1 << 20)); setTimeout(() => res.socket.destroy(), 50); return; }
     if (repo === "fault/stall") { res.write(big.subarray(0, 1 << 20)); return; } // then nothing, never
     if (repo === "fault/slow") { // in pieces, so that two clients overlap
@@ -342,6 +351,10 @@ s.test("fault: Range ignored restarts; relative redirects are followed; 503/429 
   const b = await pull("fault/renamed", { ...base, HF_HUB_CACHE: join(ctx.root, "c-ren") });
   assertEq(b.code, 0, b.stderr);
   assert(readFileSync(join(b.stdout.trim(), "config.json")).equals(ctx.fault.small), "followed to the new name");
+  const br = await pull("fault/badrange", { ...base, HF_HUB_CACHE: join(ctx.root, "c-br") });
+  assertEq(br.code, 0, br.stderr);
+  assert(readFileSync(join(br.stdout.trim(), "model.safetensors")).equals(ctx.fault.big), "a 206 from another offset is not appended");
+  assertEq(ctx.fault.stats.cdnGets["fault/badrange"], 3, "dropped, refused the misplaced 206, took the one from byte 0");
   const n = await pull("fault/nosize", { ...base, HF_HUB_CACHE: join(ctx.root, "c-nosize") });
   assertEq(n.code, 0, n.stderr);
   const mib = ((ctx.fault.big.length + ctx.fault.small.length) / (1 << 20)).toFixed(1);
