@@ -21,9 +21,9 @@ const gitBlob = (b) => createHash("sha1").update(`blob ${b.length}\0`).update(b)
 
 // Runs `moonspace ARGS` without blocking this process's event loop (the fault server
 // lives here). Resolves {code, stdout, stderr}.
-function run(args, env = {}, timeoutMs = 30000) {
+function run(args, env = {}, timeoutMs = 30000, argv = [join(BIN, "moonspace"), ...args], extraEnv = {}) {
   return new Promise((resolve) => {
-    const child = spawn(join(BIN, "moonspace"), args, { env: { ...process.env, MOONSPACE_HUB_RETRY_MS: "20", ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(argv[0], argv.slice(1), { env: { ...process.env, MOONSPACE_HUB_RETRY_MS: "20", ...env, ...extraEnv }, stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "", stderr = "";
     child.stdout.on("data", (d) => (stdout += d));
     child.stderr.on("data", (d) => (stderr += d));
@@ -145,7 +145,7 @@ function faultServers() {
     const drop = (repo === "fault/drop" || repo === "fault/norange" || repo === "fault/badrange") && n === 1;
     if (drop) { res.write(big.subarray(0, 1 << 20)); setTimeout(() => res.socket.destroy(), 50); return; }
     if (repo === "fault/stall") { res.write(big.subarray(0, 1 << 20)); return; } // then nothing, never
-    if (repo === "fault/slow") { // in pieces, so that two clients overlap
+    if (repo === "fault/slow" || repo === "fault/slowtty") { // in pieces, so that two clients overlap
       let off = from;
       const tick = () => { if (off >= big.length) return res.end(); const e = Math.min(big.length, off + (256 << 10)); res.write(big.subarray(off, e)); off = e; setTimeout(tick, 40); };
       return tick();
@@ -282,6 +282,29 @@ s.test("pull: subfolders get deeper relative links; files of 10 MiB are LFS; --i
   assertEq(r2.code, 0, r2.stderr);
   const snap = r2.stdout.trim();
   assertEq(listTree(snap), readdirSync(join(MODELS, "tiny-llama-gqa-sharded-f16")).filter((f) => f.endsWith(".json")).sort());
+});
+
+s.test("pull: progress bars on a terminal (bytes, rate, ETA per file and in total), log lines otherwise", async (ctx) => {
+  const plain = await pull("test/nested", { ...ctx.env, HF_HUB_CACHE: join(ctx.root, "c-log") });
+  assertEq(plain.code, 0, plain.stderr);
+  assert(!plain.stderr.includes("\x1b["), "no terminal codes in a log");
+  assert(/^pull: big\.bin \(10\.0 MiB\) done \[\d\/3 files, [\d.]+ s, [\d.]+ [KMG]?i?B\/s\]$/m.test(plain.stderr), plain.stderr);
+  assert(/^pull: test\/nested@main is commit [0-9a-f]{40}: 3 files \(10\.0 MiB\)$/m.test(plain.stderr), plain.stderr);
+  // script(1) gives the pull a terminal; what it drew comes out on stdout
+  const cmd = `${join(BIN, "moonspace")} pull test/nested`;
+  const tty = await run([], {}, 30000, ["script", "-qec", cmd, "/dev/null"], { ...ctx.env, HF_HUB_CACHE: join(ctx.root, "c-tty"), TERM: "xterm" });
+  assertEq(tty.code, 0, tty.stdout + tty.stderr);
+  const out = tty.stdout.replace(/\r/g, "");
+  assert(/\x1b\[2Ktotal \(0\/3 files\) +\[\.{20}\] +0% +0 B \/ +10\.0 MiB +\S+ B\/s ETA --:--/.test(out), "the total bar: " + JSON.stringify(out));
+  assert(/\x1b\[2Ktotal \(3\/3 files\) +\[#{20}\] 100% +10\.0 MiB \/ 10\.0 MiB +[\d.]+ [KMG]?i?B\/s ETA/.test(out), "the total at the end: " + JSON.stringify(out));
+  assert(/\x1b\[2Kbig\.bin \(10\.0 MiB\) done/.test(out), "a finished file scrolls up: " + JSON.stringify(out));
+  assert(!/^pull: big\.bin/m.test(out), "no log lines on a terminal");
+  // a slow file (1 s) is drawn in flight, with its own rate and ETA
+  const slow = await run([], {}, 30000, ["script", "-qec", `${join(BIN, "moonspace")} pull fault/slowtty`, "/dev/null"],
+    { HF_ENDPOINT: ctx.fault.url, HF_HUB_CACHE: join(ctx.root, "c-tty-slow"), TERM: "xterm" });
+  assertEq(slow.code, 0, slow.stdout + slow.stderr);
+  assert(/\x1b\[2Kmodel\.safetensors +\[#*\.+\] +\d+% +[\d.]+ [KM]iB \/ 6\.0 MiB +[\d.]+ [KM]iB\/s ETA 00:0\d/.test(slow.stdout),
+    "a file's bar in flight: " + JSON.stringify(slow.stdout));
 });
 
 s.test("pull: cached files are not fetched again; offline and pinned commits need no network", async (ctx) => {
