@@ -114,6 +114,7 @@ struct ms_hub_fetch {
 	int nfiles, files_done, running;
 	uint64_t total, base_bytes;
 	int finished, offline, n_ok;
+	int defaults;           /* patterns are ms_hub_default_patterns */
 	int rc;
 	char *error;
 	uv_timer_t timer;       /* defers the start (callbacks never run inside ms_hub_fetch_start) */
@@ -1356,6 +1357,67 @@ static int count_snapshot(ms_hub_fetch *f, const char *dir, const char *prefix) 
 	return n;
 }
 
+static int is_glob(const char *p) { return strpbrk(p, "*?[") != NULL; }
+
+/* Whether snapshot/<path> exists, or .no_exist/<commit>/<path> marks it absent. */
+static int cached_or_absent(ms_hub_fetch *f, const char *path) {
+	char p[PATH_MAX * 2];
+	struct stat st;
+	snprintf(p, sizeof p, "%s/%s", f->snapshot, path);
+	if (stat(p, &st) == 0) return 1;
+	snprintf(p, sizeof p, "%s/.no_exist/%s/%s", f->repo_dir, f->commit, path);
+	return stat(p, &st) == 0;
+}
+
+/* Whether a file of the snapshot matches pattern (dir is relative to the snapshot). */
+static int snapshot_matches(ms_hub_fetch *f, const char *pattern, const char *dir) {
+	char p[PATH_MAX * 3];
+	snprintf(p, sizeof p, "%s/%s", f->snapshot, dir);
+	DIR *d = opendir(p);
+	if (!d) return 0;
+	int found = 0;
+	struct dirent *e;
+	while (!found && (e = readdir(d))) {
+		if (e->d_name[0] == '.') continue;
+		char rel[PATH_MAX];
+		snprintf(rel, sizeof rel, "%s%s%s", dir, *dir ? "/" : "", e->d_name);
+		struct stat st;
+		snprintf(p, sizeof p, "%s/%s", f->snapshot, rel);
+		if (stat(p, &st)) continue;
+		found = S_ISDIR(st.st_mode) ? snapshot_matches(f, pattern, rel) : fnmatch(pattern, rel, 0) == 0;
+	}
+	closedir(d);
+	return found;
+}
+
+/* A pinned commit's snapshot is used with no network, as huggingface_hub uses a cached file
+ * at a commit, but only when it surely holds what is asked: the files a pattern stands for
+ * are known from the Hub's listing alone, and an earlier fetch may have asked for fewer.
+ * So each file name asked for is there (or marked absent); each glob matches a file there,
+ * except among the defaults, where several match nothing in most repos; and "*" always
+ * asks. When the Hub cannot answer, the snapshot is used anyway (on_api_done). */
+static int snapshot_answers(ms_hub_fetch *f) {
+	if (ms_hub_cache_commit(f->hub->env.cache, f->repo, f->rev, f->commit)) return 0;
+	snprintf(f->snapshot, sizeof f->snapshot, "%s/snapshots/%s", f->repo_dir, f->commit);
+	for (int i = 0; i < f->npatterns; i++) {
+		const char *p = f->patterns[i];
+		if (!strcmp(p, "*")) return 0;
+		if (!is_glob(p) ? !cached_or_absent(f, p) : !f->defaults && !snapshot_matches(f, p, "")) return 0;
+	}
+	return 1;
+}
+
+/* Marks the file names asked for that the listing lacks, as huggingface_hub marks a file it
+ * found absent, so that the next pinned fetch knows without asking. */
+static void mark_absent(ms_hub_fetch *f) {
+	for (int i = 0; i < f->npatterns; i++) {
+		const char *p = f->patterns[i];
+		int listed = 0;
+		for (int k = 0; k < f->nfiles && !listed; k++) listed = !strcmp(f->files[k]->path, p);
+		if (!is_glob(p) && !listed && hub_valid_path(p)) ms_hub_cache_mark_missing(f->hub->env.cache, f->repo, f->commit, p);
+	}
+}
+
 /* Answers from the cache: 0 when the revision is cached with matching files. */
 static int from_cache(ms_hub_fetch *f, const char *why) {
 	ms_hub *hub = f->hub;
@@ -1416,6 +1478,8 @@ static void on_api_done(xfer *x, CURLcode res) {
 	if (x->status != 200) {
 		int rc = http_error(f, x, "the file list", msg, sizeof msg);
 		xfer_free(x);
+		/* a commit is immutable: what the cache holds of it stays good whatever the Hub says */
+		if (ms_hub_is_commit(f->rev) && from_cache(f, msg) == 0) return;
 		return fetch_finish(f, rc, "%s", msg);
 	}
 	json_error_t je;
@@ -1444,6 +1508,7 @@ static void on_api_done(xfer *x, CURLcode res) {
 	if (!rc) rc = hub_mkdir_p(f->snapshot);
 	if (!rc) rc = ms_hub_cache_write_ref(hub->env.cache, f->repo, f->rev, f->commit);
 	if (rc) return fetch_finish(f, MS_EIO, "cannot write the Hub cache %s: %s", hub->env.cache, strerror(errno));
+	mark_absent(f);
 	if (f->nfiles == 0) return fetch_finish(f, MS_ENOENT, "no file of %s@%s matches %s%s", f->repo, f->rev, f->patterns[0],
 						 f->npatterns > 1 ? " (and the other patterns)" : "");
 	for (int k = 0; k < f->nfiles; k++) {
@@ -1469,7 +1534,7 @@ static void on_api_done(xfer *x, CURLcode res) {
 static void fetch_begin(uv_timer_t *t) {
 	ms_hub_fetch *f = t->data;
 	ms_hub *hub = f->hub;
-	if (ms_hub_is_commit(f->rev) && from_cache(f, NULL) == 0) return; /* pinned and cached: no network */
+	if (ms_hub_is_commit(f->rev) && snapshot_answers(f) && from_cache(f, NULL) == 0) return; /* no network */
 	if (hub->env.offline) {
 		if (from_cache(f, NULL) == 0) return;
 		return fetch_finish(f, MS_ENOENT,
@@ -1515,6 +1580,7 @@ int ms_hub_fetch_start(ms_hub *hub, const char *repo, const char *rev, const cha
 	}
 	for (int i = 0; i < np; i++) f->patterns[f->npatterns++] = strdup(patterns[i]);
 	f->progress = progress;
+	f->defaults = patterns == ms_hub_default_patterns;
 	f->done = done;
 	f->ud = ud;
 	hub_repo_dir(hub->env.cache, repo, f->repo_dir, sizeof f->repo_dir);

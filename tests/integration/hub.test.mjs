@@ -334,6 +334,29 @@ s.test("pull: cached files are not fetched again; offline and pinned commits nee
   assert(/cannot reach http:\/\/127\.0\.0\.1:9/.test(unreachable.stderr), unreachable.stderr);
 });
 
+s.test("pull: a pinned commit cached only in part fetches the rest; unreachable, it answers what it has", async (ctx) => {
+  const cache = join(ctx.root, "c-part");
+  const env = { ...ctx.env, HF_HUB_CACHE: cache };
+  const { sha } = await (await fetch(ctx.host.url + "/api/models/nickypro/tinyllama-15M")).json();
+  const spec = "nickypro/tinyllama-15M@" + sha;
+  assertEq((await pull(spec, env, ["--include", "*.json"])).code, 0);
+  const all = await pull(spec, env);
+  assertEq(all.code, 0, all.stderr);
+  assertEq(listTree(all.stdout.trim()), readdirSync(join(MODELS, "stories260K")).sort(), "every file, not only the cached ones");
+  const dead = { ...env, HF_ENDPOINT: "http://127.0.0.1:9" };
+  const again = await pull(spec, dead);
+  assertEq(again.code, 0, again.stderr);
+  assert(/without the network/.test(again.stderr), again.stderr);
+  // only the tokenizer cached: an unreachable Hub falls back to it, and says so
+  const c2 = join(ctx.root, "c-part2");
+  assertEq((await pull(spec, { ...env, HF_HUB_CACHE: c2 }, ["--include", "tokenizer.json"])).code, 0);
+  const one = await pull(spec, { ...dead, HF_HUB_CACHE: c2 }, ["--include", "tokenizer.json"]);
+  assertEq(one.code, 0, one.stderr);
+  const rest = await pull(spec, { ...dead, HF_HUB_CACHE: c2 });
+  assertEq(rest.code, 0, rest.stderr);
+  assert(/cannot reach http:\/\/127\.0\.0\.1:9.*using the cached snapshot/.test(rest.stderr), rest.stderr);
+});
+
 s.test("mirror: serves the host's HF cache too (refs, revisions, LFS)", async (ctx) => {
   // fill the host's own cache through itself, then fetch that repo from it by its cache path
   const r = await pull("test/sharded", { ...ctx.env, HF_HUB_CACHE: ctx.hostCache });
