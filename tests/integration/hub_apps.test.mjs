@@ -8,7 +8,7 @@ import { createHash, randomBytes } from "node:crypto";
 import http from "node:http";
 import { existsSync, readdirSync, rmSync, symlinkSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
-import { BIN, FIXTURES, assert, assertEq, fixtureMirror, readSSE, startHost, suite, tempDir, waitFor, writeApp } from "../lib/host.mjs";
+import { BIN, FIXTURES, assert, assertEq, fixtureMirror, readSSE, sleep, startHost, suite, tempDir, waitFor, writeApp } from "../lib/host.mjs";
 
 const s = suite("hub-apps");
 const post = (url, body) => fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
@@ -132,6 +132,28 @@ s.test("preload_from_hub fetches the files it names; models: alone fetches what 
   assertEq(snapFiles("models--test--llm"), ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"],
     "configs, tokenizer and safetensors; not .bin, ONNX, Flax or TF weights, nor other files");
   assertEq((await run(host, "test/pre", ["Hello world"])).body.data, [[101, 7592, 2088, 102]]);
+  // the same commit pinned, with what a model needs: the files the preload left out come too
+  const { sha } = await (await fetch(ctx.mirrorHost.url + "/api/models/test/tok")).json();
+  writeApp(apps, "test/pinned-tok", { title: "Pinned tok", models: [`test/tok@${sha}`] }, { "app.lua": TOKENIZE("test/tok") });
+  await waitFor(async () => {
+    const r = await fetch(`${host.url}/api/spaces/test/pinned-tok`);
+    return r.status === 200 && (await r.json()).runtime.stage === "RUNNING";
+  }, 20000, "test/pinned-tok RUNNING");
+  assertEq(snapFiles("models--test--tok"), ["tokenizer.json", "tokenizer_config.json", "vocab.txt"], "vocab.txt fetched");
+  assert(existsSync(join(cache, "models--test--tok/.no_exist", sha, "generation_config.json")), "absent files are marked");
+  // now complete: another app pinning it needs no request to the Hub
+  const asked = () => (ctx.mirrorHost.log().match(/\/api\/models\/test\/tok\/revision/g) || []).length;
+  await sleep(300); // the mirror's access log reaches this process a little later
+  const before = asked();
+  writeApp(apps, "test/pinned-tok2", { title: "Pinned tok 2", models: [`test/tok@${sha}`] }, { "app.lua": TOKENIZE("test/tok") });
+  const second = await waitFor(async () => {
+    const r = await fetch(`${host.url}/api/spaces/test/pinned-tok2`);
+    const a = r.status === 200 && await r.json();
+    return a && a.runtime.stage === "RUNNING" ? a : null;
+  }, 20000, "test/pinned-tok2 RUNNING");
+  assert(second.logs.some((l) => /found in the cache/.test(l)), JSON.stringify(second.logs));
+  await sleep(300);
+  assertEq(asked(), before, "no listing asked for");
 });
 
 s.test("a pinned revision is honoured from download to model call, with no network once cached", async (ctx) => {
@@ -165,6 +187,26 @@ s.test("a pinned revision is honoured from download to model call, with no netwo
   }, 20000, "BUILD_ERROR for an unknown commit");
   assert(/revision '0{40}' not found/.test(bad.runtime.errorMessage), bad.runtime.errorMessage);
 });
+
+s.test("SIGTERM stops a host whose model workers are loaded and idle at once", async (ctx) => {
+  // an app worker whose exit came after the model worker's re-armed the model's idle timer
+  // (300 s), and the host lived on. Which exits first is a race: several app workers make
+  // one of them likely to come last.
+  for (let round = 0; round < 5; round++) {
+    const apps = tempDir("ms-apps-");
+    writeApp(apps, "test/tok", { title: "Tok", models: ["test/tok"] }, { "app.lua": TOKENIZE("test/tok") });
+    for (let i = 0; i < 6; i++) writeApp(apps, `test/plain${i}`, { title: "Plain" }, { "app.lua": PLAIN });
+    const host = await startHost({ apps: [apps], env: { HF_ENDPOINT: ctx.mirrorHost.url, HF_HUB_CACHE: tempDir("ms-cache-"), HF_HUB_OFFLINE: "", HF_TOKEN: "" } });
+    ctx.hosts.push(host);
+    // the answer left unread: the connection stays open, as a browser's keep-alive one does
+    assertEq((await post(`${host.url}/spaces/test/tok/gradio_api/run/predict`, { data: ["Hello world"] })).status, 200);
+    await sleep(600);
+    ctx.hosts.pop();
+    const t0 = Date.now();
+    const r = await host.stop();
+    assertEq([r.code, r.sig], [0, null], `round ${round}: exit status after ${Date.now() - t0} ms`);
+  }
+}, { timeoutMs: 120000 });
 
 s.test("Hub unreachable and nothing cached: model apps say so, with a retry; apps without models keep working", async (ctx) => {
   const apps = tempDir("ms-apps-");
@@ -206,7 +248,7 @@ await s.run(async () => {
   let bad = "";
   for (const h of [...ctx.hosts, ctx.mirrorHost]) {
     const r = await h.stop();
-    if (r.code !== 0 || /AddressSanitizer|LeakSanitizer|runtime error/.test(h.log())) bad += `code ${r.code}: ${h.log().slice(-2000)}\n`;
+    if (r.code !== 0 || r.sig || /AddressSanitizer|LeakSanitizer|runtime error/.test(h.log())) bad += `code ${r.code} ${r.sig}: ${h.log().slice(-2000)}\n`;
   }
   if (bad) { console.log("FAIL hub-apps/hosts exit cleanly: " + bad); process.exitCode = 1; } else console.log("PASS hub-apps/hosts exit cleanly");
   rmSync(ctx.mirror, { recursive: true, force: true });
