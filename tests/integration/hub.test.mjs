@@ -71,12 +71,13 @@ function faultServers() {
   const bigSha = sha256(big);
   const small = Buffer.from('{"model_type": "llama"}\n');
   const commit = "0123456789abcdef0123456789abcdef01234567";
-  const stats = { cdnGets: {}, cdnAuth: [], ranges: [], heads: {}, apiAuth: [], attempts: {} };
+  const stats = { cdnGets: {}, cdnAuth: [], ranges: [], heads: {}, apiAuth: [], attempts: {}, active: {}, maxActive: {} };
   const count = (o, k) => (o[k] = (o[k] || 0) + 1);
   let cdnPort = 0;
   const files = (repo) => {
     if (repo === "fault/entry") return [["config.json", small], ["missing.json", small]];
     if (repo === "fault/badsha") return [["model.safetensors", big]];
+    if (repo.startsWith("fault/many")) return [0, 1, 2, 3, 4, 5].map((i) => [`f${i}.json`, Buffer.alloc(64 << 10, 48 + i)]);
     return [["config.json", small], ["model.safetensors", big]];
   };
   const hub = http.createServer((req, res) => {
@@ -117,6 +118,18 @@ function faultServers() {
       return res.end();
     }
     res.writeHead(200, { ...h, "Content-Length": data.length });
+    if (repo.startsWith("fault/many") && req.method === "GET") { // slowly, counting the GETs at once
+      const k = repo;
+      stats.active[k] = (stats.active[k] || 0) + 1;
+      stats.maxActive[k] = Math.max(stats.maxActive[k] || 0, stats.active[k]);
+      let off = 0;
+      const tick = () => {
+        if (off >= data.length) { stats.active[k]--; return res.end(); }
+        res.write(data.subarray(off, off += 16 << 10));
+        setTimeout(tick, 60);
+      };
+      return tick();
+    }
     res.end(req.method === "HEAD" ? undefined : data);
   });
   const cdn = http.createServer((req, res) => {
@@ -454,6 +467,17 @@ s.test("fault: two processes asking for the same file download it once", async (
   assertEq([a.code, b.code], [0, 0], a.stderr + b.stderr);
   assertEq(ctx.fault.stats.cdnGets["fault/slow"], 1, "one GET of the blob");
   assert(readFileSync(join(a.stdout.trim(), "model.safetensors")).equals(ctx.fault.big), "bytes");
+});
+
+s.test("fault: files download in parallel, at most --parallel at once", async (ctx) => {
+  const env = { HF_ENDPOINT: ctx.fault.url };
+  const two = await pull("fault/many2", { ...env, HF_HUB_CACHE: join(ctx.root, "c-many2") }, ["--parallel", "2"]);
+  assertEq(two.code, 0, two.stderr);
+  assertEq(ctx.fault.stats.maxActive["fault/many2"], 2, "--parallel 2");
+  assertEq(listTree(two.stdout.trim()).length, 6);
+  const all = await pull("fault/many", { ...env, HF_HUB_CACHE: join(ctx.root, "c-many") });
+  assertEq(all.code, 0, all.stderr);
+  assertEq(ctx.fault.stats.maxActive["fault/many"], 6, "6 files under the default limit of 8: all at once");
 });
 
 s.test("fault: the sha256 check holds however the hasher gets the bytes (memory, paused, read back)", async (ctx) => {
