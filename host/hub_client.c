@@ -355,9 +355,10 @@ static int http_error(ms_hub_fetch *f, xfer *x, const char *what, char *msg, siz
 			       "%s is gated: accept its conditions on %s/%s with your account, then set HF_TOKEN to a token of that account",
 			       f->repo, f->hub->env.endpoint, f->repo);
 	if (!strcmp(ec, "RepoNotFound") || (x->status == 401 && !strstr(em, "Invalid credentials")))
-		return ms_errf(msg, len, MS_ENOENT,
-			       "repository %s not found on %s (check the id; a private or gated repo needs a token: set HF_TOKEN or write it to $HF_HOME/token)",
-			       f->repo, f->hub->env.endpoint);
+		return ms_errf(msg, len, MS_ENOENT, "repository %s not found on %s (check the id; %s)", f->repo, f->hub->env.endpoint,
+			       f->hub->env.token[0]
+				       ? "if it is private or gated, the token given (HF_TOKEN or $HF_HOME/token) has no access to it"
+				       : "a private or gated repo needs a token: set HF_TOKEN or write it to $HF_HOME/token");
 	if (!strcmp(ec, "RevisionNotFound"))
 		return ms_errf(msg, len, MS_ENOENT, "revision '%s' not found in %s (check the branch, tag or commit)", f->rev, f->repo);
 	if (!strcmp(ec, "EntryNotFound"))

@@ -440,6 +440,8 @@ s.test("fault: every error says what to do", async (ctx) => {
     assertEq(r.code, 1, spec);
     assert(re.test(r.stderr), `${spec}: ${r.stderr}`);
   }
+  const withToken = await pull("fault/missing", { ...env, HF_TOKEN: "hf_secret" });
+  assert(/not found.*the token given \(HF_TOKEN or \$HF_HOME\/token\) has no access/.test(withToken.stderr), withToken.stderr);
   // a stalled transfer times out after HF_HUB_DOWNLOAD_TIMEOUT, resumes, and finally says so
   const st = await run(["pull", "fault/stall"], { ...env, HF_HUB_DOWNLOAD_TIMEOUT: "1", MOONSPACE_HUB_RETRIES: "1" });
   assertEq(st.code, 1);
