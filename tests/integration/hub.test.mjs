@@ -71,7 +71,7 @@ function faultServers() {
   const bigSha = sha256(big);
   const small = Buffer.from('{"model_type": "llama"}\n');
   const commit = "0123456789abcdef0123456789abcdef01234567";
-  const stats = { cdnGets: {}, cdnAuth: [], ranges: [], heads: {}, apiAuth: [], attempts: {}, active: {}, maxActive: {} };
+  const stats = { cdnGets: {}, cdnAuth: [], ranges: [], heads: {}, apiAuth: [], attempts: {}, active: {}, maxActive: {}, headEncodings: new Set() };
   const count = (o, k) => (o[k] = (o[k] || 0) + 1);
   let cdnPort = 0;
   const files = (repo) => {
@@ -98,7 +98,7 @@ function faultServers() {
     const m = u.pathname.match(/^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/);
     if (!m) return send(404, {}, "{}");
     let [, repo, , file] = m;
-    if (req.method === "HEAD") count(stats.heads, repo + "/" + file);
+    if (req.method === "HEAD") count(stats.heads, repo + "/" + file), stats.headEncodings.add(req.headers["accept-encoding"] || "-");
     const key = repo + "/" + file + "/" + req.method;
     const attempt = count(stats.attempts, key);
     if (repo === "fault/renamed") { res.writeHead(307, { Location: u.pathname.replace("fault/renamed", "fault/drop") }); return res.end(); }
@@ -400,6 +400,7 @@ s.test("fault: a dropped connection resumes with Range; the CDN never sees the t
   assert(ctx.fault.stats.ranges.includes(`fault/drop bytes=${1 << 20}-`), "resumed from 1 MiB: " + ctx.fault.stats.ranges);
   assert(ctx.fault.stats.cdnAuth.every((a) => a === ""), "no Authorization to the CDN");
   assert(ctx.fault.stats.apiAuth.includes("Bearer hf_secret"), "token sent to the Hub");
+  assertEq([...ctx.fault.stats.headEncodings], ["identity"], "HEADs ask for the bytes as stored (Accept-Encoding: identity)");
 });
 
 s.test("fault: Range ignored restarts; relative redirects are followed; 503/429 are retried", async (ctx) => {
