@@ -143,6 +143,10 @@ function faultServers() {
     const rm = range && range.match(/^bytes=(\d+)-$/);
     if (rm && repo !== "fault/norange") from = Number(rm[1]);
     if (repo === "fault/retry" && n === 1) { res.writeHead(429); return res.end(); }
+    if (repo === "fault/short") { // a whole answer, shorter than the X-Linked-Size announced
+      res.writeHead(200, { "Content-Length": big.length - 100 });
+      return res.end(big.subarray(0, big.length - 100));
+    }
     // fault/badrange: after the drop, a 206 from the wrong place (bytes 1-...), then one from 0
     if (repo === "fault/badrange" && n === 2) {
       res.writeHead(206, { "Content-Length": big.length - from, "Content-Range": `bytes 1-${big.length - from}/${big.length}` });
@@ -435,6 +439,7 @@ s.test("fault: every error says what to do", async (ctx) => {
     ["fault/badtoken", /token was refused/],
     ["fault/badsha", /sha256 mismatch/],
     ["fault/down", /answered HTTP 503.*not in the cache/],
+    ["fault/short", /model\.safetensors: consistency check failed: got \d+ bytes, expected 6291456/],
   ];
   for (const [spec, re] of cases) {
     const r = await pull(spec, env);
