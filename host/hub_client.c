@@ -982,7 +982,7 @@ static size_t get_body_cb(char *buf, size_t size, size_t n, void *ud) {
 		int restart = st == 200 && hf->range_from > 0; /* Range ignored: start again */
 		if (st == 206 && hf->range_from > 0) {
 			long long at = range_start(x->content_range);
-			if (at == 0) restart = 1;
+			if (at == 0) restart = 1; /* the whole file after all */
 			else if (at != (long long)hf->range_from) { /* bytes from elsewhere: never append them */
 				hf->io_error = IOE_BAD_RANGE;
 				return 0;
@@ -1029,8 +1029,8 @@ static size_t get_body_cb(char *buf, size_t size, size_t n, void *ud) {
 
 static void verify(hfile *hf);
 
-/* The server answered a range other than the one asked: what is on disk may be fine, but
- * the next attempt starts from byte 0 rather than trust that server's ranges again. */
+/* The server answered a range other than the one asked: the next attempt starts from byte 0
+ * (what is on disk is dropped) rather than trust that server's ranges again. */
 static void restart_get(hfile *hf) {
 	char msg[600];
 	snprintf(msg, sizeof msg, "%s: the server answered a range other than bytes=%llu-", hf->path,
