@@ -564,7 +564,9 @@ static void on_head_done(xfer *x, CURLcode res) {
 		return file_fail(hf, rc, "%s", msg);
 	}
 	if (x->status >= 300 && x->status < 400 && x->location[0]) {
-		if (x->location[0] == '/') { /* a renamed repo: follow, on the same host */
+		/* as huggingface_hub: a Location with no host is relative (a renamed repo); "//host/x"
+		 * names a host, so it is absolute (the CDN), with the resolve URL's scheme */
+		if (x->location[0] == '/' && x->location[1] != '/') { /* a renamed repo: follow, on the same host */
 			if (++hf->redirects > MAX_REDIRECTS) {
 				xfer_free(x);
 				return file_fail(hf, MS_EPROTO, "%s: too many redirects", hf->path);
@@ -575,7 +577,9 @@ static void on_head_done(xfer *x, CURLcode res) {
 			xfer_free(x);
 			return start_head(hf);
 		}
-		snprintf(hf->get_url, sizeof hf->get_url, "%s", x->location); /* the CDN */
+		if (x->location[0] == '/') /* "//host/x" */
+			snprintf(hf->get_url, sizeof hf->get_url, "%.*s%s", (int)strcspn(hf->url, ":") + 1, hf->url, x->location);
+		else snprintf(hf->get_url, sizeof hf->get_url, "%s", x->location); /* the CDN */
 	} else if (x->status >= 200 && x->status < 300) {
 		snprintf(hf->get_url, sizeof hf->get_url, "%s", hf->url);
 	} else {

@@ -113,7 +113,9 @@ function faultServers() {
     const etag = lfs ? (repo === "fault/badsha" ? sha256(Buffer.from("other")) : bigSha) : gitBlob(data);
     const h = { "X-Repo-Commit": commit, ETag: `"${gitBlob(data)}"` };
     if (lfs) {
-      Object.assign(h, { "X-Linked-Etag": `W/"${etag}"`, "X-Linked-Size": String(data.length), Location: `http://127.0.0.1:${cdnPort}/${repo}/${etag}?sig=1` });
+      // fault/protorel: a scheme-relative Location, absolute all the same (another host)
+      const cdn = repo === "fault/protorel" ? `//127.0.0.1:${cdnPort}` : `http://127.0.0.1:${cdnPort}`;
+      Object.assign(h, { "X-Linked-Etag": `W/"${etag}"`, "X-Linked-Size": String(data.length), Location: `${cdn}/${repo}/${etag}?sig=1` });
       res.writeHead(302, h);
       return res.end();
     }
@@ -423,6 +425,11 @@ s.test("fault: Range ignored restarts; relative redirects are followed; 503/429 
   assertEq(n.code, 0, n.stderr);
   const mib = ((ctx.fault.big.length + ctx.fault.small.length) / (1 << 20)).toFixed(1);
   assert(n.stderr.includes(`2 files (${mib} MiB)`), "the total counts the sizes the HEADs told: " + n.stderr);
+  const pr = await pull("fault/protorel", { ...base, HF_HUB_CACHE: join(ctx.root, "c-pr"), HF_TOKEN: "hf_secret" });
+  assertEq(pr.code, 0, pr.stderr);
+  assert(readFileSync(join(pr.stdout.trim(), "model.safetensors")).equals(ctx.fault.big), "a //host Location is the CDN, not a path");
+  assertEq(ctx.fault.stats.cdnGets["fault/protorel"], 1, "one GET on the CDN");
+  assert(ctx.fault.stats.cdnAuth.every((a) => a === ""), "no Authorization to the CDN");
   const c = await pull("fault/retry", { ...base, HF_HUB_CACHE: join(ctx.root, "c-retry") });
   assertEq(c.code, 0, c.stderr);
   assert(ctx.fault.stats.attempts["fault/retry/config.json/HEAD"] >= 3, "HEAD retried after 503s");
