@@ -131,12 +131,13 @@ const ms_hub_env *ms_hub_get_env(const ms_hub *hub);
  * all). Returns 0 and (if out) a handle for cancelling; callbacks come later on the loop,
  * never from inside this call.
  *
- * Order: a pinned commit whose snapshot already holds matching files, or HF_HUB_OFFLINE,
- * is answered from the cache with no network; otherwise the file list comes from
+ * Order: a pinned commit whose snapshot surely holds what is asked (each file name asked
+ * for is there or marked in .no_exist, each glob outside the defaults matches a file; "*"
+ * always asks), or HF_HUB_OFFLINE, is answered from the cache with no network; otherwise the file list comes from
  * /api/models, each file missing from the snapshot is HEADed and downloaded (the blob is
  * shared, see the cache layout above), and refs/<rev> is written. When the Hub cannot be
- * reached (connection error, timeout, 5xx) and the revision is cached, the cached
- * snapshot is used. */
+ * reached (connection error, timeout, 5xx; for a pinned commit, any error) and the revision
+ * is cached, the cached snapshot is used. */
 int ms_hub_fetch_start(ms_hub *hub, const char *repo, const char *rev, const char *const *patterns,
 		       ms_hub_progress_cb progress, ms_hub_done_cb done, void *ud, ms_hub_fetch **out);
 /* Stops a fetch; its done callback runs (with MS_ECANCELED) before this returns.

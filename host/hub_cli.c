@@ -136,9 +136,11 @@ static void on_progress(const ms_hub_progress *p, void *ud) {
 		hub_fmt_size(el > 0.001 ? (uint64_t)((double)(p->bytes - st->start_bytes) / el) : 0, r, sizeof r);
 		fprintf(stderr, "pull: %s (%s) done [%d/%d files, %.1f s, %s/s]\n", p->file, sz, p->files_done, p->files_total, el, r);
 		pf->done = 1;
-	} else if (started) {
+	} else if (started && p->file_size) {
 		hub_fmt_size(p->file_size, sz, sizeof sz);
 		fprintf(stderr, "pull: downloading %s (%s)\n", p->file, sz);
+	} else if (started) {
+		fprintf(stderr, "pull: downloading %s\n", p->file); /* its size comes with the HEAD */
 	}
 }
 

@@ -114,6 +114,7 @@ struct ms_hub_fetch {
 	int nfiles, files_done, running;
 	uint64_t total, base_bytes;
 	int finished, offline, n_ok;
+	int defaults;           /* patterns are ms_hub_default_patterns */
 	int rc;
 	char *error;
 	uv_timer_t timer;       /* defers the start (callbacks never run inside ms_hub_fetch_start) */
@@ -354,9 +355,10 @@ static int http_error(ms_hub_fetch *f, xfer *x, const char *what, char *msg, siz
 			       "%s is gated: accept its conditions on %s/%s with your account, then set HF_TOKEN to a token of that account",
 			       f->repo, f->hub->env.endpoint, f->repo);
 	if (!strcmp(ec, "RepoNotFound") || (x->status == 401 && !strstr(em, "Invalid credentials")))
-		return ms_errf(msg, len, MS_ENOENT,
-			       "repository %s not found on %s (check the id; a private or gated repo needs a token: set HF_TOKEN or write it to $HF_HOME/token)",
-			       f->repo, f->hub->env.endpoint);
+		return ms_errf(msg, len, MS_ENOENT, "repository %s not found on %s (check the id; %s)", f->repo, f->hub->env.endpoint,
+			       f->hub->env.token[0]
+				       ? "if it is private or gated, the token given (HF_TOKEN or $HF_HOME/token) has no access to it"
+				       : "a private or gated repo needs a token: set HF_TOKEN or write it to $HF_HOME/token");
 	if (!strcmp(ec, "RevisionNotFound"))
 		return ms_errf(msg, len, MS_ENOENT, "revision '%s' not found in %s (check the branch, tag or commit)", f->rev, f->repo);
 	if (!strcmp(ec, "EntryNotFound"))
@@ -562,7 +564,9 @@ static void on_head_done(xfer *x, CURLcode res) {
 		return file_fail(hf, rc, "%s", msg);
 	}
 	if (x->status >= 300 && x->status < 400 && x->location[0]) {
-		if (x->location[0] == '/') { /* a renamed repo: follow, on the same host */
+		/* as huggingface_hub: a Location with no host is relative (a renamed repo); "//host/x"
+		 * names a host, so it is absolute (the CDN), with the resolve URL's scheme */
+		if (x->location[0] == '/' && x->location[1] != '/') { /* a renamed repo: follow, on the same host */
 			if (++hf->redirects > MAX_REDIRECTS) {
 				xfer_free(x);
 				return file_fail(hf, MS_EPROTO, "%s: too many redirects", hf->path);
@@ -573,7 +577,9 @@ static void on_head_done(xfer *x, CURLcode res) {
 			xfer_free(x);
 			return start_head(hf);
 		}
-		snprintf(hf->get_url, sizeof hf->get_url, "%s", x->location); /* the CDN */
+		if (x->location[0] == '/') /* "//host/x" */
+			snprintf(hf->get_url, sizeof hf->get_url, "%.*s%s", (int)strcspn(hf->url, ":") + 1, hf->url, x->location);
+		else snprintf(hf->get_url, sizeof hf->get_url, "%s", x->location); /* the CDN */
 	} else if (x->status >= 200 && x->status < 300) {
 		snprintf(hf->get_url, sizeof hf->get_url, "%s", hf->url);
 	} else {
@@ -610,7 +616,10 @@ static void on_head_done(xfer *x, CURLcode res) {
 	if (strcmp(x->commit, f->commit) != 0)
 		MS_WARN("hub", "%s: HEAD says commit %s, the listing said %s", hf->path, x->commit, f->commit);
 	snprintf(hf->etag, sizeof hf->etag, "%s", etag);
-	hf->size = strtoull(size_s, NULL, 10);
+	/* the HEAD has the last word on the size: a listing may have none (no ?blobs=true) */
+	uint64_t size = strtoull(size_s, NULL, 10);
+	f->total = f->total - hf->size + size;
+	hf->size = size;
 	xfer_free(x);
 	hf->tries = 0;
 	hf->state = FS_LOCK;
@@ -950,6 +959,16 @@ static int wbuf_flush(hfile *hf) {
 	return 0;
 }
 
+/* io_error values other than an errno */
+#define IOE_TOO_LONG (-1)
+#define IOE_BAD_RANGE (-2)
+
+/* The first byte of "bytes A-B/N", or -1. */
+static long long range_start(const char *content_range) {
+	unsigned long long a;
+	return sscanf(content_range, "bytes %llu-", &a) == 1 ? (long long)a : -1;
+}
+
 static size_t get_body_cb(char *buf, size_t size, size_t n, void *ud) {
 	hfile *hf = ud;
 	xfer *x = hf->x;
@@ -964,7 +983,16 @@ static size_t get_body_cb(char *buf, size_t size, size_t n, void *ud) {
 		curl_easy_getinfo(x->easy, CURLINFO_HTTP_VERSION, &ver);
 		curl_easy_getinfo(x->easy, CURLINFO_SCHEME, &scheme);
 		hf->may_pause = ver > 0 && ver < CURL_HTTP_VERSION_2_0 && scheme && !strcasecmp(scheme, "http");
-		if (st == 200 && hf->range_from > 0) { /* Range ignored: start again */
+		int restart = st == 200 && hf->range_from > 0; /* Range ignored: start again */
+		if (st == 206 && hf->range_from > 0) {
+			long long at = range_start(x->content_range);
+			if (at == 0) restart = 1; /* the whole file after all */
+			else if (at != (long long)hf->range_from) { /* bytes from elsewhere: never append them */
+				hf->io_error = IOE_BAD_RANGE;
+				return 0;
+			}
+		}
+		if (restart) {
 			if (ftruncate(hf->fd, 0) != 0) return 0;
 			hasher_detach(hf);
 			hf->have = hf->disk = 0;
@@ -975,7 +1003,7 @@ static size_t get_body_cb(char *buf, size_t size, size_t n, void *ud) {
 	}
 	if (x->status < 200 || x->status >= 300) return body_cb(buf, size, n, x);
 	if (hf->have + len > hf->size) {
-		hf->io_error = -1;
+		hf->io_error = IOE_TOO_LONG;
 		return 0;
 	}
 	/* the piece fills up in this call (curl hands over at most CURL_MAX_WRITE_SIZE) while
@@ -1005,6 +1033,22 @@ static size_t get_body_cb(char *buf, size_t size, size_t n, void *ud) {
 
 static void verify(hfile *hf);
 
+/* The server answered a range other than the one asked: the next attempt starts from byte 0
+ * (what is on disk is dropped) rather than trust that server's ranges again. */
+static void restart_get(hfile *hf) {
+	char msg[600];
+	snprintf(msg, sizeof msg, "%s: the server answered a range other than bytes=%llu-", hf->path,
+		 (unsigned long long)hf->range_from);
+	hasher_detach(hf);
+	hf->have = hf->disk = 0;
+	if (hf->fd >= 0 && ftruncate(hf->fd, 0) != 0) return file_fail(hf, MS_EIO, "%s: cannot truncate: %s", hf->path, strerror(errno));
+	if (file_retry(hf, FS_GET) == 0) {
+		MS_WARN("hub", "%s; starting again from byte 0", msg);
+		return;
+	}
+	file_fail(hf, MS_EPROTO, "%s", msg);
+}
+
 static void on_get_done(xfer *x, CURLcode res) {
 	hfile *hf = x->owner;
 	ms_hub_fetch *f = hf->f;
@@ -1017,6 +1061,10 @@ static void on_get_done(xfer *x, CURLcode res) {
 		xfer_free(x);
 		return file_fail(hf, MS_EIO, "cannot write %s/blobs: %s%s", f->repo_dir, strerror(e),
 				 e == ENOSPC || e == EDQUOT || e == EFBIG ? " (free some space, e.g. `moonspace cache rm REPO`, or point HF_HUB_CACHE elsewhere)" : "");
+	}
+	if (hf->io_error == IOE_BAD_RANGE) {
+		xfer_free(x);
+		return restart_get(hf);
 	}
 	if (hf->io_error < 0) {
 		xfer_free(x);
@@ -1314,6 +1362,67 @@ static int count_snapshot(ms_hub_fetch *f, const char *dir, const char *prefix) 
 	return n;
 }
 
+static int is_glob(const char *p) { return strpbrk(p, "*?[") != NULL; }
+
+/* Whether snapshot/<path> exists, or .no_exist/<commit>/<path> marks it absent. */
+static int cached_or_absent(ms_hub_fetch *f, const char *path) {
+	char p[PATH_MAX * 2];
+	struct stat st;
+	snprintf(p, sizeof p, "%s/%s", f->snapshot, path);
+	if (stat(p, &st) == 0) return 1;
+	snprintf(p, sizeof p, "%s/.no_exist/%s/%s", f->repo_dir, f->commit, path);
+	return stat(p, &st) == 0;
+}
+
+/* Whether a file of the snapshot matches pattern (dir is relative to the snapshot). */
+static int snapshot_matches(ms_hub_fetch *f, const char *pattern, const char *dir) {
+	char p[PATH_MAX * 3];
+	snprintf(p, sizeof p, "%s/%s", f->snapshot, dir);
+	DIR *d = opendir(p);
+	if (!d) return 0;
+	int found = 0;
+	struct dirent *e;
+	while (!found && (e = readdir(d))) {
+		if (e->d_name[0] == '.') continue;
+		char rel[PATH_MAX];
+		snprintf(rel, sizeof rel, "%s%s%s", dir, *dir ? "/" : "", e->d_name);
+		struct stat st;
+		snprintf(p, sizeof p, "%s/%s", f->snapshot, rel);
+		if (stat(p, &st)) continue;
+		found = S_ISDIR(st.st_mode) ? snapshot_matches(f, pattern, rel) : fnmatch(pattern, rel, 0) == 0;
+	}
+	closedir(d);
+	return found;
+}
+
+/* A pinned commit's snapshot is used with no network, as huggingface_hub uses a cached file
+ * at a commit, but only when it surely holds what is asked: the files a pattern stands for
+ * are known from the Hub's listing alone, and an earlier fetch may have asked for fewer.
+ * So each file name asked for is there (or marked absent); each glob matches a file there,
+ * except among the defaults, where several match nothing in most repos; and "*" always
+ * asks. When the Hub cannot answer, the snapshot is used anyway (on_api_done). */
+static int snapshot_answers(ms_hub_fetch *f) {
+	if (ms_hub_cache_commit(f->hub->env.cache, f->repo, f->rev, f->commit)) return 0;
+	snprintf(f->snapshot, sizeof f->snapshot, "%s/snapshots/%s", f->repo_dir, f->commit);
+	for (int i = 0; i < f->npatterns; i++) {
+		const char *p = f->patterns[i];
+		if (!strcmp(p, "*")) return 0;
+		if (!is_glob(p) ? !cached_or_absent(f, p) : !f->defaults && !snapshot_matches(f, p, "")) return 0;
+	}
+	return 1;
+}
+
+/* Marks the file names asked for that the listing lacks, as huggingface_hub marks a file it
+ * found absent, so that the next pinned fetch knows without asking. */
+static void mark_absent(ms_hub_fetch *f) {
+	for (int i = 0; i < f->npatterns; i++) {
+		const char *p = f->patterns[i];
+		int listed = 0;
+		for (int k = 0; k < f->nfiles && !listed; k++) listed = !strcmp(f->files[k]->path, p);
+		if (!is_glob(p) && !listed && hub_valid_path(p)) ms_hub_cache_mark_missing(f->hub->env.cache, f->repo, f->commit, p);
+	}
+}
+
 /* Answers from the cache: 0 when the revision is cached with matching files. */
 static int from_cache(ms_hub_fetch *f, const char *why) {
 	ms_hub *hub = f->hub;
@@ -1374,6 +1483,8 @@ static void on_api_done(xfer *x, CURLcode res) {
 	if (x->status != 200) {
 		int rc = http_error(f, x, "the file list", msg, sizeof msg);
 		xfer_free(x);
+		/* a commit is immutable: what the cache holds of it stays good whatever the Hub says */
+		if (ms_hub_is_commit(f->rev) && from_cache(f, msg) == 0) return;
 		return fetch_finish(f, rc, "%s", msg);
 	}
 	json_error_t je;
@@ -1402,6 +1513,7 @@ static void on_api_done(xfer *x, CURLcode res) {
 	if (!rc) rc = hub_mkdir_p(f->snapshot);
 	if (!rc) rc = ms_hub_cache_write_ref(hub->env.cache, f->repo, f->rev, f->commit);
 	if (rc) return fetch_finish(f, MS_EIO, "cannot write the Hub cache %s: %s", hub->env.cache, strerror(errno));
+	mark_absent(f);
 	if (f->nfiles == 0) return fetch_finish(f, MS_ENOENT, "no file of %s@%s matches %s%s", f->repo, f->rev, f->patterns[0],
 						 f->npatterns > 1 ? " (and the other patterns)" : "");
 	for (int k = 0; k < f->nfiles; k++) {
@@ -1427,7 +1539,7 @@ static void on_api_done(xfer *x, CURLcode res) {
 static void fetch_begin(uv_timer_t *t) {
 	ms_hub_fetch *f = t->data;
 	ms_hub *hub = f->hub;
-	if (ms_hub_is_commit(f->rev) && from_cache(f, NULL) == 0) return; /* pinned and cached: no network */
+	if (ms_hub_is_commit(f->rev) && snapshot_answers(f) && from_cache(f, NULL) == 0) return; /* no network */
 	if (hub->env.offline) {
 		if (from_cache(f, NULL) == 0) return;
 		return fetch_finish(f, MS_ENOENT,
@@ -1473,6 +1585,7 @@ int ms_hub_fetch_start(ms_hub *hub, const char *repo, const char *rev, const cha
 	}
 	for (int i = 0; i < np; i++) f->patterns[f->npatterns++] = strdup(patterns[i]);
 	f->progress = progress;
+	f->defaults = patterns == ms_hub_default_patterns;
 	f->done = done;
 	f->ud = ud;
 	hub_repo_dir(hub->env.cache, repo, f->repo_dir, sizeof f->repo_dir);

@@ -167,7 +167,9 @@ static void on_idle(uv_timer_t *t) {
 }
 
 static void arm_idle(ms_model_proc *m) {
-	if (!m->reqs) uv_timer_start(&m->idle, on_idle, (uint64_t)m->host->cfg->model_idle * 1000, 0);
+	/* app workers stopping at shutdown cancel their requests after ms_models_stop_all: an
+	 * idle timer armed then would keep the loop, and the host, alive for model_idle */
+	if (!m->reqs && m->proc && !m->host->shutting_down) uv_timer_start(&m->idle, on_idle, (uint64_t)m->host->cfg->model_idle * 1000, 0);
 }
 
 static int model_threads(ms_host *h) {

@@ -1,6 +1,7 @@
 /* runtime/cli_chat.c: `moonspace chat-template MODEL --messages FILE.json
  * [--add-generation-prompt]`: renders a checkpoint's chat template so it can be checked
- * by hand. MODEL is a directory holding (at least) tokenizer_config.json. */
+ * by hand. MODEL is a directory holding (at least) tokenizer_config.json, or a repo id
+ * (org/name[@rev]) in the Hugging Face cache. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include "common/ms.h"
 #include "runtime/cli.h"
 #include "runtime/jinja.h"
+#include "runtime/modeldir.h"
 
 #define CFG_MAX (64u << 20)
 
@@ -17,6 +19,7 @@ static int usage(FILE *f) {
 	fprintf(f, "usage: moonspace chat-template MODEL --messages FILE.json [--add-generation-prompt]\n\n"
 	           "Renders MODEL/tokenizer_config.json's chat_template for the JSON array of messages in\n"
 	           "FILE.json (each {\"role\": ..., \"content\": ...}) and prints the prompt to stdout.\n"
+	           "MODEL is a directory or a repo id (org/name[@rev]) in the Hugging Face cache.\n"
 	           "bos_token / eos_token come from the same file. A template's raise_exception(msg)\n"
 	           "prints msg to stderr and exits 1.\n");
 	return f == stderr ? 2 : 0;
@@ -51,8 +54,12 @@ int ms_cli_chat_template(int argc, char **argv) {
 	}
 	if (!model || !messages_path) return usage(stderr);
 
-	char path[4096];
-	if ((size_t)snprintf(path, sizeof path, "%s/tokenizer_config.json", model) >= sizeof path) {
+	char dir[4096], path[4200], where[600];
+	if (ms_modeldir_resolve(model, dir, sizeof dir, where, sizeof where)) {
+		fprintf(stderr, "chat-template: %s\n", where);
+		return 1;
+	}
+	if ((size_t)snprintf(path, sizeof path, "%s/tokenizer_config.json", dir) >= sizeof path) {
 		fprintf(stderr, "chat-template: model path too long\n");
 		return 2;
 	}

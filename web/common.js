@@ -54,10 +54,12 @@ export async function api(path, opts = {}) {
   return body;
 }
 
-/** el("div.card.big", {href, onclick, dataset}, child, "text", [more]) */
+/** el("div#id.card.big", {href, onclick, dataset}, child, "text", [more]) */
 export function el(spec, attrs, ...children) {
-  const [tag, ...classes] = spec.split(".");
+  const id = (spec.match(/#([\w-]+)/) || [])[1];
+  const [tag, ...classes] = spec.replace(/#[\w-]+/, "").split(".");
   const node = document.createElement(tag || "div");
+  if (id) node.id = id;
   if (classes.length) node.className = classes.join(" ");
   if (attrs && (typeof attrs !== "object" || attrs instanceof Node || Array.isArray(attrs))) {
     children.unshift(attrs);

@@ -305,6 +305,29 @@ async function main() {
     fail("gallery", e.message);
   }
 
+  // ---- a model app whose model cannot be had (HF_HUB_OFFLINE=1, nothing cached) ----
+  if (!EXTERNAL && fs.existsSync(path.join(ROOT, "apps/moonspace/story-writer"))) {
+    try {
+      const card = '.card[data-id="moonspace/story-writer"]';
+      await page.waitForFunction((sel) => /not in the cache/.test(document.querySelector(sel)?.querySelector(".card-error")?.textContent || ""), card);
+      const badge = await page.textContent(`${card} .badge`);
+      if (!/Build error/i.test(badge)) throw new Error(`badge ${JSON.stringify(badge)}`);
+      await page.goto(base + "/spaces/moonspace/story-writer");
+      await page.waitForSelector(".stage-panel .error-box");
+      const why = await page.textContent(".stage-panel .error-box");
+      if (!/nickypro\/tinyllama-15M.*HF_HUB_OFFLINE.*not in the cache/.test(why)) throw new Error(`page says ${JSON.stringify(why)}`);
+      // "tag#id.class" specs (web/common.js el) once made an element named "span#stage"
+      if (!await page.isVisible("button.btn.primary#restart")) throw new Error("no retry button");
+      if (!/Build error/i.test(await page.textContent("#stage"))) throw new Error("no #stage badge for the page's updates");
+      if (!await page.$("span#stats.stats")) throw new Error("no #stats for the page's updates");
+      pass("model app without its model: card and page say why, with a retry");
+    } catch (e) {
+      fail("model app without its model", e.message);
+    }
+    await page.goto(base + "/");
+    await page.waitForSelector('.card[data-id="uitest/stream"]');
+  }
+
   try {
     await page.fill("#q", "stream probe");
     await page.waitForFunction(() => !document.querySelector('.card[data-id="uitest/boom"]'));

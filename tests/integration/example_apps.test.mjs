@@ -76,6 +76,27 @@ s.test("chat: the reply streams into the chatbot, formatted by the checkpoint's 
   assert(history[1].content.length > 0, "a reply");
 });
 
+s.test("every example of every app runs (inputs an example leaves out take their defaults)", async ({ host }) => {
+  const list = await (await fetch(host.url + "/api/spaces")).json();
+  let n = 0;
+  for (const { id } of list) {
+    const a = await (await fetch(`${host.url}/api/spaces/${id}`)).json();
+    assert(a.readme_html && a.readme_html.length > 100, id + ": a README page");
+    for (const ep of a.interface.endpoints) {
+      if (/streaming-demo/.test(id) && ep.api_name !== "predict") continue; // the long-running demos of cancel
+      for (const ex of ep.examples || []) {
+        const data = ep.inputs.map((inp, i) => (i < ex.length ? ex[i] : inp.props && inp.props.value !== undefined ? inp.props.value : null));
+        const r = await post(`${host.url}/spaces/${id}/gradio_api/run/${ep.api_name}`, { data });
+        const body = await r.json();
+        assertEq(r.status, 200, `${id} /${ep.api_name} ${JSON.stringify(ex)}: ${JSON.stringify(body).slice(0, 300)}`);
+        n++;
+      }
+    }
+    if (a.cardData.models && a.cardData.models.length) assert((a.interface.endpoints[0].examples || []).length > 0, id + " has examples");
+  }
+  assert(n >= 15, "examples run: " + n);
+}, { timeoutMs: 180000 });
+
 s.test("every app was BUILDING while its models downloaded, then RUNNING; the cache holds them", async ({ host, cache }) => {
   const list = await (await fetch(host.url + "/api/spaces")).json();
   for (const a of list.filter((x) => x.cardData.models && x.cardData.models.length))

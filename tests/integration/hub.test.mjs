@@ -21,9 +21,9 @@ const gitBlob = (b) => createHash("sha1").update(`blob ${b.length}\0`).update(b)
 
 // Runs `moonspace ARGS` without blocking this process's event loop (the fault server
 // lives here). Resolves {code, stdout, stderr}.
-function run(args, env = {}, timeoutMs = 30000) {
+function run(args, env = {}, timeoutMs = 30000, argv = [join(BIN, "moonspace"), ...args], extraEnv = {}) {
   return new Promise((resolve) => {
-    const child = spawn(join(BIN, "moonspace"), args, { env: { ...process.env, MOONSPACE_HUB_RETRY_MS: "20", ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(argv[0], argv.slice(1), { env: { ...process.env, MOONSPACE_HUB_RETRY_MS: "20", ...env, ...extraEnv }, stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "", stderr = "";
     child.stdout.on("data", (d) => (stdout += d));
     child.stderr.on("data", (d) => (stderr += d));
@@ -71,12 +71,13 @@ function faultServers() {
   const bigSha = sha256(big);
   const small = Buffer.from('{"model_type": "llama"}\n');
   const commit = "0123456789abcdef0123456789abcdef01234567";
-  const stats = { cdnGets: {}, cdnAuth: [], ranges: [], heads: {}, apiAuth: [], attempts: {} };
+  const stats = { cdnGets: {}, cdnAuth: [], ranges: [], heads: {}, apiAuth: [], attempts: {}, active: {}, maxActive: {}, headEncodings: new Set() };
   const count = (o, k) => (o[k] = (o[k] || 0) + 1);
   let cdnPort = 0;
   const files = (repo) => {
     if (repo === "fault/entry") return [["config.json", small], ["missing.json", small]];
     if (repo === "fault/badsha") return [["model.safetensors", big]];
+    if (repo.startsWith("fault/many")) return [0, 1, 2, 3, 4, 5].map((i) => [`f${i}.json`, Buffer.alloc(64 << 10, 48 + i)]);
     return [["config.json", small], ["model.safetensors", big]];
   };
   const hub = http.createServer((req, res) => {
@@ -90,13 +91,14 @@ function faultServers() {
       if (repo === "fault/badtoken") return send(401, { "X-Error-Message": "Invalid credentials in Authorization header" }, "{}");
       if (decodeURIComponent(api[2]) === "nope") return send(404, { "X-Error-Code": "RevisionNotFound", "X-Error-Message": "Invalid rev id: nope" }, "{}");
       if (repo === "fault/down") return send(503, {}, "{}");
-      const sib = files(repo).map(([n, d]) => ({ rfilename: n, size: d.length }));
+      // fault/nosize: a listing without sizes (no ?blobs=true support), as older servers answer
+      const sib = files(repo).map(([n, d]) => (repo === "fault/nosize" ? { rfilename: n } : { rfilename: n, size: d.length }));
       return send(200, {}, JSON.stringify({ id: repo, sha: commit, siblings: sib }));
     }
     const m = u.pathname.match(/^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/);
     if (!m) return send(404, {}, "{}");
     let [, repo, , file] = m;
-    if (req.method === "HEAD") count(stats.heads, repo + "/" + file);
+    if (req.method === "HEAD") count(stats.heads, repo + "/" + file), stats.headEncodings.add(req.headers["accept-encoding"] || "-");
     const key = repo + "/" + file + "/" + req.method;
     const attempt = count(stats.attempts, key);
     if (repo === "fault/renamed") { res.writeHead(307, { Location: u.pathname.replace("fault/renamed", "fault/drop") }); return res.end(); }
@@ -111,11 +113,25 @@ function faultServers() {
     const etag = lfs ? (repo === "fault/badsha" ? sha256(Buffer.from("other")) : bigSha) : gitBlob(data);
     const h = { "X-Repo-Commit": commit, ETag: `"${gitBlob(data)}"` };
     if (lfs) {
-      Object.assign(h, { "X-Linked-Etag": `W/"${etag}"`, "X-Linked-Size": String(data.length), Location: `http://127.0.0.1:${cdnPort}/${repo}/${etag}?sig=1` });
+      // fault/protorel: a scheme-relative Location, absolute all the same (another host)
+      const cdn = repo === "fault/protorel" ? `//127.0.0.1:${cdnPort}` : `http://127.0.0.1:${cdnPort}`;
+      Object.assign(h, { "X-Linked-Etag": `W/"${etag}"`, "X-Linked-Size": String(data.length), Location: `${cdn}/${repo}/${etag}?sig=1` });
       res.writeHead(302, h);
       return res.end();
     }
     res.writeHead(200, { ...h, "Content-Length": data.length });
+    if (repo.startsWith("fault/many") && req.method === "GET") { // slowly, counting the GETs at once
+      const k = repo;
+      stats.active[k] = (stats.active[k] || 0) + 1;
+      stats.maxActive[k] = Math.max(stats.maxActive[k] || 0, stats.active[k]);
+      let off = 0;
+      const tick = () => {
+        if (off >= data.length) { stats.active[k]--; return res.end(); }
+        res.write(data.subarray(off, off += 16 << 10));
+        setTimeout(tick, 60);
+      };
+      return tick();
+    }
     res.end(req.method === "HEAD" ? undefined : data);
   });
   const cdn = http.createServer((req, res) => {
@@ -129,13 +145,26 @@ function faultServers() {
     const rm = range && range.match(/^bytes=(\d+)-$/);
     if (rm && repo !== "fault/norange") from = Number(rm[1]);
     if (repo === "fault/retry" && n === 1) { res.writeHead(429); return res.end(); }
+    if (repo === "fault/short") { // a whole answer, shorter than the X-Linked-Size announced
+      res.writeHead(200, { "Content-Length": big.length - 100 });
+      return res.end(big.subarray(0, big.length - 100));
+    }
+    // fault/badrange: after the drop, a 206 from the wrong place (bytes 1-...), then one from 0
+    if (repo === "fault/badrange" && n === 2) {
+      res.writeHead(206, { "Content-Length": big.length - from, "Content-Range": `bytes 1-${big.length - from}/${big.length}` });
+      return res.end(big.subarray(1, big.length - from + 1));
+    }
+    if (repo === "fault/badrange" && n === 3) {
+      res.writeHead(206, { "Content-Length": big.length, "Content-Range": `bytes 0-${big.length - 1}/${big.length}` });
+      return res.end(big);
+    }
     const headers = { "Content-Length": big.length - from, "Content-Type": "application/octet-stream" };
     if (from) headers["Content-Range"] = `bytes ${from}-${big.length - 1}/${big.length}`;
     res.writeHead(from ? 206 : 200, headers);
-    const drop = (repo === "fault/drop" || repo === "fault/norange") && n === 1;
+    const drop = (repo === "fault/drop" || repo === "fault/norange" || repo === "fault/badrange") && n === 1;
     if (drop) { res.write(big.subarray(0, 1 << 20)); setTimeout(() => res.socket.destroy(), 50); return; }
     if (repo === "fault/stall") { res.write(big.subarray(0, 1 << 20)); return; } // then nothing, never
-    if (repo === "fault/slow") { // in pieces, so that two clients overlap
+    if (repo === "fault/slow" || repo === "fault/slowtty") { // in pieces, so that two clients overlap
       let off = from;
       const tick = () => { if (off >= big.length) return res.end(); const e = Math.min(big.length, off + (256 << 10)); res.write(big.subarray(off, e)); off = e; setTimeout(tick, 40); };
       return tick();
@@ -274,6 +303,29 @@ s.test("pull: subfolders get deeper relative links; files of 10 MiB are LFS; --i
   assertEq(listTree(snap), readdirSync(join(MODELS, "tiny-llama-gqa-sharded-f16")).filter((f) => f.endsWith(".json")).sort());
 });
 
+s.test("pull: progress bars on a terminal (bytes, rate, ETA per file and in total), log lines otherwise", async (ctx) => {
+  const plain = await pull("test/nested", { ...ctx.env, HF_HUB_CACHE: join(ctx.root, "c-log") });
+  assertEq(plain.code, 0, plain.stderr);
+  assert(!plain.stderr.includes("\x1b["), "no terminal codes in a log");
+  assert(/^pull: big\.bin \(10\.0 MiB\) done \[\d\/3 files, [\d.]+ s, [\d.]+ [KMG]?i?B\/s\]$/m.test(plain.stderr), plain.stderr);
+  assert(/^pull: test\/nested@main is commit [0-9a-f]{40}: 3 files \(10\.0 MiB\)$/m.test(plain.stderr), plain.stderr);
+  // script(1) gives the pull a terminal; what it drew comes out on stdout
+  const cmd = `${join(BIN, "moonspace")} pull test/nested`;
+  const tty = await run([], {}, 30000, ["script", "-qec", cmd, "/dev/null"], { ...ctx.env, HF_HUB_CACHE: join(ctx.root, "c-tty"), TERM: "xterm" });
+  assertEq(tty.code, 0, tty.stdout + tty.stderr);
+  const out = tty.stdout.replace(/\r/g, "");
+  assert(/\x1b\[2Ktotal \(0\/3 files\) +\[\.{20}\] +0% +0 B \/ +10\.0 MiB +\S+ B\/s ETA --:--/.test(out), "the total bar: " + JSON.stringify(out));
+  assert(/\x1b\[2Ktotal \(3\/3 files\) +\[#{20}\] 100% +10\.0 MiB \/ 10\.0 MiB +[\d.]+ [KMG]?i?B\/s ETA/.test(out), "the total at the end: " + JSON.stringify(out));
+  assert(/\x1b\[2Kbig\.bin \(10\.0 MiB\) done/.test(out), "a finished file scrolls up: " + JSON.stringify(out));
+  assert(!/^pull: big\.bin/m.test(out), "no log lines on a terminal");
+  // a slow file (1 s) is drawn in flight, with its own rate and ETA
+  const slow = await run([], {}, 30000, ["script", "-qec", `${join(BIN, "moonspace")} pull fault/slowtty`, "/dev/null"],
+    { HF_ENDPOINT: ctx.fault.url, HF_HUB_CACHE: join(ctx.root, "c-tty-slow"), TERM: "xterm" });
+  assertEq(slow.code, 0, slow.stdout + slow.stderr);
+  assert(/\x1b\[2Kmodel\.safetensors +\[#*\.+\] +\d+% +[\d.]+ [KM]iB \/ 6\.0 MiB +[\d.]+ [KM]iB\/s ETA 00:0\d/.test(slow.stdout),
+    "a file's bar in flight: " + JSON.stringify(slow.stdout));
+});
+
 s.test("pull: cached files are not fetched again; offline and pinned commits need no network", async (ctx) => {
   const cache = join(ctx.root, "c-offline");
   const env = { ...ctx.env, HF_HUB_CACHE: cache };
@@ -299,6 +351,29 @@ s.test("pull: cached files are not fetched again; offline and pinned commits nee
   const unreachable = await pull("test/sharded", dead);
   assertEq(unreachable.code, 1);
   assert(/cannot reach http:\/\/127\.0\.0\.1:9/.test(unreachable.stderr), unreachable.stderr);
+});
+
+s.test("pull: a pinned commit cached only in part fetches the rest; unreachable, it answers what it has", async (ctx) => {
+  const cache = join(ctx.root, "c-part");
+  const env = { ...ctx.env, HF_HUB_CACHE: cache };
+  const { sha } = await (await fetch(ctx.host.url + "/api/models/nickypro/tinyllama-15M")).json();
+  const spec = "nickypro/tinyllama-15M@" + sha;
+  assertEq((await pull(spec, env, ["--include", "*.json"])).code, 0);
+  const all = await pull(spec, env);
+  assertEq(all.code, 0, all.stderr);
+  assertEq(listTree(all.stdout.trim()), readdirSync(join(MODELS, "stories260K")).sort(), "every file, not only the cached ones");
+  const dead = { ...env, HF_ENDPOINT: "http://127.0.0.1:9" };
+  const again = await pull(spec, dead);
+  assertEq(again.code, 0, again.stderr);
+  assert(/without the network/.test(again.stderr), again.stderr);
+  // only the tokenizer cached: an unreachable Hub falls back to it, and says so
+  const c2 = join(ctx.root, "c-part2");
+  assertEq((await pull(spec, { ...env, HF_HUB_CACHE: c2 }, ["--include", "tokenizer.json"])).code, 0);
+  const one = await pull(spec, { ...dead, HF_HUB_CACHE: c2 }, ["--include", "tokenizer.json"]);
+  assertEq(one.code, 0, one.stderr);
+  const rest = await pull(spec, { ...dead, HF_HUB_CACHE: c2 });
+  assertEq(rest.code, 0, rest.stderr);
+  assert(/cannot reach http:\/\/127\.0\.0\.1:9.*using the cached snapshot/.test(rest.stderr), rest.stderr);
 });
 
 s.test("mirror: serves the host's HF cache too (refs, revisions, LFS)", async (ctx) => {
@@ -331,6 +406,7 @@ s.test("fault: a dropped connection resumes with Range; the CDN never sees the t
   assert(ctx.fault.stats.ranges.includes(`fault/drop bytes=${1 << 20}-`), "resumed from 1 MiB: " + ctx.fault.stats.ranges);
   assert(ctx.fault.stats.cdnAuth.every((a) => a === ""), "no Authorization to the CDN");
   assert(ctx.fault.stats.apiAuth.includes("Bearer hf_secret"), "token sent to the Hub");
+  assertEq([...ctx.fault.stats.headEncodings], ["identity"], "HEADs ask for the bytes as stored (Accept-Encoding: identity)");
 });
 
 s.test("fault: Range ignored restarts; relative redirects are followed; 503/429 are retried", async (ctx) => {
@@ -341,6 +417,19 @@ s.test("fault: Range ignored restarts; relative redirects are followed; 503/429 
   const b = await pull("fault/renamed", { ...base, HF_HUB_CACHE: join(ctx.root, "c-ren") });
   assertEq(b.code, 0, b.stderr);
   assert(readFileSync(join(b.stdout.trim(), "config.json")).equals(ctx.fault.small), "followed to the new name");
+  const br = await pull("fault/badrange", { ...base, HF_HUB_CACHE: join(ctx.root, "c-br") });
+  assertEq(br.code, 0, br.stderr);
+  assert(readFileSync(join(br.stdout.trim(), "model.safetensors")).equals(ctx.fault.big), "a 206 from another offset is not appended");
+  assertEq(ctx.fault.stats.cdnGets["fault/badrange"], 3, "dropped, refused the misplaced 206, took the one from byte 0");
+  const n = await pull("fault/nosize", { ...base, HF_HUB_CACHE: join(ctx.root, "c-nosize") });
+  assertEq(n.code, 0, n.stderr);
+  const mib = ((ctx.fault.big.length + ctx.fault.small.length) / (1 << 20)).toFixed(1);
+  assert(n.stderr.includes(`2 files (${mib} MiB)`), "the total counts the sizes the HEADs told: " + n.stderr);
+  const pr = await pull("fault/protorel", { ...base, HF_HUB_CACHE: join(ctx.root, "c-pr"), HF_TOKEN: "hf_secret" });
+  assertEq(pr.code, 0, pr.stderr);
+  assert(readFileSync(join(pr.stdout.trim(), "model.safetensors")).equals(ctx.fault.big), "a //host Location is the CDN, not a path");
+  assertEq(ctx.fault.stats.cdnGets["fault/protorel"], 1, "one GET on the CDN");
+  assert(ctx.fault.stats.cdnAuth.every((a) => a === ""), "no Authorization to the CDN");
   const c = await pull("fault/retry", { ...base, HF_HUB_CACHE: join(ctx.root, "c-retry") });
   assertEq(c.code, 0, c.stderr);
   assert(ctx.fault.stats.attempts["fault/retry/config.json/HEAD"] >= 3, "HEAD retried after 503s");
@@ -357,12 +446,15 @@ s.test("fault: every error says what to do", async (ctx) => {
     ["fault/badtoken", /token was refused/],
     ["fault/badsha", /sha256 mismatch/],
     ["fault/down", /answered HTTP 503.*not in the cache/],
+    ["fault/short", /model\.safetensors: consistency check failed: got \d+ bytes, expected 6291456/],
   ];
   for (const [spec, re] of cases) {
     const r = await pull(spec, env);
     assertEq(r.code, 1, spec);
     assert(re.test(r.stderr), `${spec}: ${r.stderr}`);
   }
+  const withToken = await pull("fault/missing", { ...env, HF_TOKEN: "hf_secret" });
+  assert(/not found.*the token given \(HF_TOKEN or \$HF_HOME\/token\) has no access/.test(withToken.stderr), withToken.stderr);
   // a stalled transfer times out after HF_HUB_DOWNLOAD_TIMEOUT, resumes, and finally says so
   const st = await run(["pull", "fault/stall"], { ...env, HF_HUB_DOWNLOAD_TIMEOUT: "1", MOONSPACE_HUB_RETRIES: "1" });
   assertEq(st.code, 1);
@@ -390,6 +482,17 @@ s.test("fault: two processes asking for the same file download it once", async (
   assertEq([a.code, b.code], [0, 0], a.stderr + b.stderr);
   assertEq(ctx.fault.stats.cdnGets["fault/slow"], 1, "one GET of the blob");
   assert(readFileSync(join(a.stdout.trim(), "model.safetensors")).equals(ctx.fault.big), "bytes");
+});
+
+s.test("fault: files download in parallel, at most --parallel at once", async (ctx) => {
+  const env = { HF_ENDPOINT: ctx.fault.url };
+  const two = await pull("fault/many2", { ...env, HF_HUB_CACHE: join(ctx.root, "c-many2") }, ["--parallel", "2"]);
+  assertEq(two.code, 0, two.stderr);
+  assertEq(ctx.fault.stats.maxActive["fault/many2"], 2, "--parallel 2");
+  assertEq(listTree(two.stdout.trim()).length, 6);
+  const all = await pull("fault/many", { ...env, HF_HUB_CACHE: join(ctx.root, "c-many") });
+  assertEq(all.code, 0, all.stderr);
+  assertEq(ctx.fault.stats.maxActive["fault/many"], 6, "6 files under the default limit of 8: all at once");
 });
 
 s.test("fault: the sha256 check holds however the hasher gets the bytes (memory, paused, read back)", async (ctx) => {

@@ -145,8 +145,10 @@ export function suite(name) {
         process.exitCode = 1;
         return;
       }
+      const only = process.env.MS_TEST_ONLY ? new RegExp(process.env.MS_TEST_ONLY) : null; // run a subset by hand
       for (const t of tests) {
         const label = `${name}/${t.title}`;
+        if (only && !only.test(label)) continue;
         try {
           let timer;
           await Promise.race([t.fn(ctx), new Promise((_, rej) => { timer = setTimeout(() => rej(new Error(`timeout after ${t.timeoutMs} ms`)), t.timeoutMs); })]);

@@ -518,6 +518,46 @@ TEST(cli_zephyr_generation_prompt) { cli_case("zephyr.json", 5); }
 TEST(cli_qwen_no_bos) { cli_case("qwen2-chatml.json", 1); }
 TEST(cli_mistral_raise_exception) { cli_case("mistral-7b-instruct-v0.1.json", 0); }
 
+/* MODEL as a repo id (org/name[@rev]) in the Hugging Face cache, as the other runtime tools
+ * take it: the snapshot refs/main names, or a pinned commit's */
+TEST(cli_repo_id_in_the_cache) {
+	json_t *c;
+	cli_setup("zephyr.json", 5, &c);
+	const char *commit = "0123456789abcdef0123456789abcdef01234567";
+	char cmd[2048];
+	snprintf(cmd, sizeof cmd,
+		 "mkdir -p '%s/hub/models--org--chat/refs' '%s/hub/models--org--chat/snapshots/%s' && "
+		 "printf %s > '%s/hub/models--org--chat/refs/main' && "
+		 "mv '%s/tokenizer_config.json' '%s/hub/models--org--chat/snapshots/%s/'",
+		 tmpdir, tmpdir, commit, commit, tmpdir, tmpdir, tmpdir, commit);
+	CHECK_INT(system(cmd), 0);
+	snprintf(cmd, sizeof cmd, "%s/hub", tmpdir);
+	setenv("HF_HUB_CACHE", cmd, 1);
+	char bin[512], msgs[300], pinned[100];
+	snprintf(bin, sizeof bin, "%s/moonspace", test_bin_dir());
+	snprintf(msgs, sizeof msgs, "%s/messages.json", tmpdir);
+	snprintf(pinned, sizeof pinned, "org/chat@%s", commit);
+	const char *want = json_string_value(json_object_get(c, "expected"));
+	const char *specs[] = {"org/chat", pinned};
+	for (int i = 0; i < 2; i++) {
+		char *argv[] = {bin, "chat-template", (char *)specs[i], "--messages", msgs, "--add-generation-prompt", NULL};
+		char *out = NULL, *errs = NULL;
+		int st = run_cli(argv, &out, &errs);
+		CHECK_MSG(st == 0, "%s: exit %d: %s", specs[i], st, errs ? errs : "");
+		CHECK_MSG(out && !strncmp(out, want, strlen(want)), "%s: stdout \"%s\"", specs[i], out ? out : "");
+		free(out);
+		free(errs);
+	}
+	char *argv[] = {bin, "chat-template", "org/none", "--messages", msgs, NULL};
+	char *out = NULL, *errs = NULL;
+	CHECK(run_cli(argv, &out, &errs) != 0);
+	CHECK_MSG(errs && strstr(errs, "org/none") && strstr(errs, "moonspace pull"), "stderr \"%s\"", errs ? errs : "");
+	free(out);
+	free(errs);
+	json_decref(c);
+	cli_cleanup();
+}
+
 TEST(cli_usage_errors) {
 	char bin[512];
 	snprintf(bin, sizeof bin, "%s/moonspace", test_bin_dir());
@@ -531,6 +571,11 @@ TEST(cli_usage_errors) {
 	free(errs);
 	char *missing[] = {bin, "chat-template", "/nonexistent-model", "--messages", "/nonexistent.json", NULL};
 	CHECK(run_cli(missing, &out, &errs) != 0);
+	CHECK(errs && strstr(errs, "/nonexistent-model: not a directory, nor a Hub repo id"));
+	free(out);
+	free(errs);
+	char *empty[] = {bin, "chat-template", tmpdir, "--messages", "/nonexistent.json", NULL};
+	CHECK(run_cli(empty, &out, &errs) != 0);
 	CHECK(errs && strstr(errs, "tokenizer_config.json"));
 	free(out);
 	free(errs);

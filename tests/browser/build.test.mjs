@@ -1,0 +1,152 @@
+// tests/browser/build.test.mjs: an app downloading its model, as the browser shows it. A slow
+// Hub in this process serves one repo; the host builds an app that names it. The gallery
+// card's badge shows "Building N%" moving, the app page a progress bar with bytes and files
+// moving, then both turn to Running without a reload. Debian's chromium through
+// playwright-core, as ui.test.mjs; SKIP (FAIL under CI=true) when either is missing.
+import { spawn } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import fs from "node:fs";
+import http from "node:http";
+import os from "node:os";
+import path from "node:path";
+import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const MS_BIN = path.resolve(process.env.MS_BIN || path.join(ROOT, "bin"));
+const CHROMIUM = "/usr/bin/chromium";
+const CI = process.env.CI === "true";
+let failures = 0;
+const pass = (name) => console.log(`PASS build_ui/${name}`);
+const fail = (name, why) => { failures++; console.log(`FAIL build_ui/${name}: ${String(why).replace(/\s+/g, " ").slice(0, 500)}`); };
+const skipAll = (why) => {
+  console.log(`${CI ? "FAIL" : "SKIP"} build_ui: ${why}`);
+  process.exit(CI ? 1 : 0);
+};
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+if (!fs.existsSync(CHROMIUM)) skipAll(`${CHROMIUM} not installed`);
+let chromium;
+try {
+  chromium = createRequire(path.join(ROOT, "tests/package.json"))("playwright-core").chromium;
+} catch {
+  skipAll("playwright-core missing (cd tests && npm ci)");
+}
+if (!fs.existsSync(path.join(MS_BIN, "moonspace"))) skipAll("the host is not built (make)");
+
+// ---- a slow Hub: slow/model, its weights in 64 KiB pieces every 100 ms (~10 s) ----
+const weights = randomBytes(6 << 20);
+const config = Buffer.from('{"model_type": "llama"}\n');
+const COMMIT = "fedcba9876543210fedcba9876543210fedcba98";
+const FILES = { "config.json": config, "model.safetensors": weights };
+const sha256 = (b) => createHash("sha256").update(b).digest("hex");
+const gitBlob = (b) => createHash("sha1").update(`blob ${b.length}\0`).update(b).digest("hex");
+const hub = http.createServer((req, res) => {
+  const u = new URL(req.url, "http://x");
+  if (/^\/api\/models\/slow\/model\/revision\/main$/.test(u.pathname)) {
+    res.writeHead(200, { "content-type": "application/json" });
+    return res.end(JSON.stringify({ id: "slow/model", sha: COMMIT,
+      siblings: Object.entries(FILES).map(([n, d]) => ({ rfilename: n, size: d.length })) }));
+  }
+  const m = u.pathname.match(/^\/slow\/model\/resolve\/[0-9a-f]{40}\/(.+)$/);
+  const data = m && FILES[m[1]];
+  if (!data) { res.writeHead(404, { "X-Error-Code": "EntryNotFound" }); return res.end(); }
+  const lfs = m[1].endsWith(".safetensors");
+  const etag = lfs ? sha256(data) : gitBlob(data);
+  res.writeHead(200, { "X-Repo-Commit": COMMIT, ETag: `"${etag}"`, "Content-Length": data.length,
+    ...(lfs ? { "X-Linked-Etag": `"${etag}"`, "X-Linked-Size": String(data.length) } : {}) });
+  if (req.method === "HEAD") return res.end();
+  let off = 0;
+  const tick = () => {
+    if (res.destroyed) return;
+    if (off >= data.length) return res.end();
+    res.write(data.subarray(off, off += 64 << 10));
+    setTimeout(tick, 100);
+  };
+  tick();
+});
+await new Promise((r) => hub.listen(0, "127.0.0.1", r));
+
+// ---- the host and the app ----
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "ms-build-ui-"));
+const appDir = path.join(tmp, "apps/buildtest/slow");
+fs.mkdirSync(appDir, { recursive: true });
+fs.writeFileSync(path.join(appDir, "README.md"), "---\ntitle: Slow download\nsdk: lua\napp_file: app.lua\nmodels: [slow/model]\n---\n\n# Slow\n");
+fs.writeFileSync(path.join(appDir, "app.lua"), 'app.interface{fn=function(t) return t end, inputs={"text"}, outputs="text"}\n');
+let log = "";
+const host = spawn(path.join(MS_BIN, "moonspace"), ["serve", "--host", "127.0.0.1", "--port", "0", "--apps", path.join(tmp, "apps"),
+  "--data", path.join(tmp, "data"), "--web", path.join(ROOT, "web")], {
+  cwd: tmp, stdio: ["ignore", "pipe", "pipe"],
+  env: { ...process.env, HF_ENDPOINT: `http://127.0.0.1:${hub.address().port}`, HF_HUB_CACHE: path.join(tmp, "cache"), HF_HUB_OFFLINE: "", HF_TOKEN: "" },
+});
+host.stdout.on("data", (d) => (log += d));
+host.stderr.on("data", (d) => (log += d));
+let base = "";
+for (let i = 0; i < 300 && !base; i++) {
+  const m = log.match(/serving \d+ apps on (http:\/\/127\.0\.0\.1:\d+)/);
+  if (m) base = m[1];
+  else await sleep(20);
+}
+
+let browser, profile;
+try {
+  if (!base) throw new Error("the host did not start: " + log.slice(-1000));
+  profile = fs.mkdtempSync(path.join(os.tmpdir(), "ms-build-chrome-"));
+  browser = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM, headless: true, args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
+  });
+  const page = browser.pages()[0] || await browser.newPage();
+  page.setDefaultTimeout(15000);
+  const card = '.card[data-id="buildtest/slow"] .badge';
+  try {
+    await page.goto(base + "/");
+    const seen = new Set();
+    await page.waitForFunction((sel) => /^Building \d+%$/.test(document.querySelector(sel)?.textContent || ""), card);
+    for (let i = 0; i < 40 && seen.size < 2; i++) {
+      const t = await page.textContent(card);
+      if (/^Building \d+%$/.test(t)) seen.add(t);
+      await sleep(250);
+    }
+    if (seen.size < 2) throw new Error(`the card's percentage did not move: ${[...seen]}`);
+    pass(`gallery card: ${[...seen].join(", ")}`);
+  } catch (e) {
+    fail("gallery card", e.message);
+  }
+  try {
+    await page.goto(base + "/spaces/buildtest/slow");
+    const seen = new Set();
+    await page.waitForSelector(".build-progress .ptext");
+    for (let i = 0; i < 40; i++) {
+      const t = await page.textContent(".build-progress .ptext").catch(() => "");
+      if (!t) break; // built: the page changed
+      if (!/^Downloading models: [\d.]+ [kM]?B of 6\.3 MB · [01]\/2 files/.test(t)) throw new Error(`progress text ${JSON.stringify(t)}`);
+      seen.add(t.replace(/ · [\d.]+ [kM]?B\/s$/, ""));
+      if (seen.size >= 2) break;
+      await sleep(300);
+    }
+    if (seen.size < 2) throw new Error(`the page's progress did not move: ${[...seen]}`);
+    const stage = await page.textContent("#stage");
+    if (!/^Building \d+%$/.test(stage)) throw new Error(`page badge ${JSON.stringify(stage)}`);
+    await page.waitForFunction(() => document.querySelector("#stage")?.textContent === "Running", null, { timeout: 20000 });
+    await page.waitForSelector("section.endpoint form");
+    pass("app page: progress bar, then Running without a reload");
+  } catch (e) {
+    fail("app page", e.message);
+  }
+} catch (e) {
+  fail("setup", e.message);
+} finally {
+  if (browser) await browser.close().catch(() => {});
+  hub.closeAllConnections?.();
+  hub.close();
+  const exited = new Promise((r) => host.on("exit", (code, sig) => r({ code, sig })));
+  if (host.exitCode === null) host.kill("SIGTERM");
+  const t = setTimeout(() => host.kill("SIGKILL"), 15000);
+  const r = await exited;
+  clearTimeout(t);
+  if (r.code !== 0 || /AddressSanitizer|LeakSanitizer|runtime error:/.test(log)) fail("host_clean", `exit ${r.code} ${r.sig}: ${log.slice(-1500)}`);
+  else pass("host_clean");
+  fs.rmSync(tmp, { recursive: true, force: true });
+  if (profile) fs.rmSync(profile, { recursive: true, force: true });
+}
+process.exit(failures ? 1 : 0);
