@@ -4,8 +4,8 @@
 // one session_hash per page load) exactly as @gradio/client does, so the page exercises the
 // same path as every API client.
 import {
-  ROOT, api, el, gradient, stageBadge, isErrorStage, buildProgress, themeToggle, loginButton, loginDialog,
-  siteHeader, fmtCount, fmtMs, renderMarkdown, authHeaders, getToken, ApiError,
+  ROOT, api, el, gradient, stageBadge, isErrorStage, buildProgress, followStatus, themeToggle, loginButton,
+  loginDialog, siteHeader, fmtCount, fmtMs, renderMarkdown, authHeaders, getToken, ApiError,
 } from "./common.js";
 import { inputComponent, outputComponent } from "./components.js";
 import { applyDiff } from "./diff.js";
@@ -36,6 +36,8 @@ if (EMBED) document.body.classList.add("embed");
 let info = null;          // the last /api/spaces/OWNER/NAME answer
 let built = null;         // {stage, sig} of what is on screen
 let pollTimer = null;
+let unfollow = null;      // closes the app's /events stream while the page follows it
+let polling = false;      // that stream never delivered: poll instead
 
 // ---------------------------------------------------------------------------------------
 // The queue: one event stream per session, shared by every call on the page.
@@ -259,7 +261,7 @@ function stagePanel(a) {
           try { await api(`/api/spaces/${ENC_ID}/restart`, { method: "POST" }); } catch (e) { ev.target.disabled = false; }
         },
       }, "Restart the app")) : null,
-      el("p.muted.small", "The page checks again every few seconds; fix the app on disk and it reloads by itself."));
+      el("p.muted.small", "The page follows the app's state; fix the app on disk and it reloads by itself."));
   }
   const msg = stage === "BUILDING" ? "Building: fetching models and starting the app…"
     : stage === "SLEEPING" ? "The app is asleep; it wakes on the next visit." : "Starting…";
@@ -634,8 +636,45 @@ function apiView(a, ep, inputs) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Loading and polling
+// Loading, the live status stream, and polling when the stream cannot be had
 // ---------------------------------------------------------------------------------------
+function schedule(ms) {
+  clearTimeout(pollTimer); // never two polling chains, whoever called refresh
+  pollTimer = ms ? setTimeout(() => refresh(false), ms) : null;
+}
+
+function follow() {
+  if (unfollow || polling) return;
+  unfollow = followStatus(ENC_ID, onStatus, (heard) => {
+    unfollow = null;
+    polling = !heard;
+    schedule(heard ? 1500 : 1); // a stream that worked is opened again by the next refresh
+  });
+}
+
+function stopFollowing() {
+  if (unfollow) unfollow();
+  unfollow = null;
+}
+
+function onStatus(s) {
+  if (!info) return;
+  const rt = info.runtime || {};
+  const moved = rt.stage !== s.stage || (rt.errorMessage || null) !== (s.errorMessage || null);
+  info.runtime = { ...rt, ...s };
+  // A new stage brings more than the stream says: the form once RUNNING, the log on an error.
+  if (moved) refresh(false);
+  else paintStatus(info.runtime);
+}
+
+function paintStatus(rt) {
+  const st = document.getElementById("stage");
+  if (st) st.replaceChildren(stageBadge(rt));
+  const bar = document.querySelector(".build-progress"), nbar = buildProgress(rt && rt.build);
+  if (bar) bar.replaceWith(...(nbar ? [nbar] : []));
+  else if (nbar) document.querySelector(".stage-panel h2")?.after(nbar);
+}
+
 function lockScreen(message) {
   main.replaceChildren(el("section.panel.empty",
     el("div.emoji", "🔒"), el("h2", "This app needs an access token"), el("p.muted", message),
@@ -647,7 +686,7 @@ const pageSig = (a) => JSON.stringify([a.interface, a.cardData, a.readme_html]);
 const usesState = (i) => (i.endpoints || []).some((ep) => [...(ep.inputs || []), ...(ep.outputs || [])].some((c) => c && c.type === "state"));
 
 async function refresh(force) {
-  clearTimeout(pollTimer);
+  schedule(0);
   if (!route) {
     main.replaceChildren(el("section.panel.empty", el("div.emoji", "🧭"), el("h2", "Not an app address"),
       el("p", el("a", { href: ROOT + "/" }, "Back to the gallery"))));
@@ -673,7 +712,7 @@ async function refresh(force) {
         el("p.error-box", e.message), el("button.btn", { type: "button", onclick: () => refresh(true) }, "Retry")));
       main.setAttribute("aria-busy", "false");
     }
-    pollTimer = setTimeout(() => refresh(false), 5000);
+    schedule(5000);
     return;
   }
   info = a;
@@ -685,18 +724,24 @@ async function refresh(force) {
   } else {
     const s = document.getElementById("stats");
     if (s) s.textContent = statsText(a.stats);
-    const st = document.getElementById("stage");
-    if (st) st.replaceChildren(stageBadge(a.runtime));
+    paintStatus(a.runtime);
     const logs = document.querySelector(".logs .log-lines");
     if (logs && a.logs) logs.textContent = a.logs.join("\n");
-    const bar = document.querySelector(".build-progress"), nbar = buildProgress(a.runtime && a.runtime.build);
-    if (bar && nbar) bar.replaceWith(nbar);
     paintLike(a.likes, a.liked);
   }
   // Only apps with session state need the heartbeat (as Gradio's connect_heartbeat): each
   // open stream holds one of the browser's six connections to this host.
   if (a.interface && !heartbeat.started && usesState(a.interface)) { heartbeat.started = true; heartbeat(); }
-  pollTimer = setTimeout(() => refresh(false), stage === "BUILDING" ? 1500 : stage === "RUNNING" && a.interface ? 10000 : 4000);
+  // The stream brings every new stage and the download progress until the app runs. A running
+  // app's page polls slowly instead (stats, log, a crash): an open stream would hold one of
+  // the browser's six connections to the host for as long as the tab stays open.
+  if (stage === "RUNNING") stopFollowing();
+  else follow();
+  if (unfollow) schedule(0);
+  else schedule(stage === "BUILDING" ? 1500 : stage === "RUNNING" && a.interface ? 10000 : 4000);
 }
 
+// Leaving the page ends the stream; coming back to it (the back/forward cache) opens it again.
+addEventListener("pagehide", () => { stopFollowing(); schedule(0); });
+addEventListener("pageshow", (e) => { if (e.persisted) refresh(false); });
 refresh(true);

@@ -134,6 +134,34 @@ export function stageBadge(runtime) {
 }
 export const isErrorStage = (stage) => /ERROR|NO_APP_FILE/.test(stage || "");
 
+/**
+ * Follows an app's status stream (/events: {stage, errorMessage, build} at once and on every
+ * change) with EventSource; returns the function that closes it. onFail(heard) runs once if
+ * the stream breaks; heard=false means it never delivered (no EventSource, a 401 on a private
+ * app, as EventSource sends no token, or a proxy that buffers): the caller's cue to poll.
+ */
+export function followStatus(encId, onStatus, onFail) {
+  if (!window.EventSource) {
+    setTimeout(() => onFail(false));
+    return () => {};
+  }
+  const es = new EventSource(`${ROOT}/api/spaces/${encId}/events`);
+  let heard = false, over = false;
+  const close = () => { over = true; clearTimeout(silence); es.close(); };
+  const fail = () => { if (!over) { close(); onFail(heard); } };
+  // The host answers at once, so silence means something in between holds the stream back.
+  const silence = setTimeout(fail, 4000);
+  es.onmessage = (e) => {
+    let s;
+    try { s = JSON.parse(e.data); } catch (err) { return; }
+    heard = true;
+    clearTimeout(silence);
+    if (!over) onStatus(s);
+  };
+  es.onerror = fail;
+  return close;
+}
+
 // ---- icons: inline SVG, so the chrome never depends on an emoji font ----------------------
 const ICONS = {
   sun: '<circle cx="12" cy="12" r="4"/><path d="M12 2v2M12 20v2M4.9 4.9l1.4 1.4M17.7 17.7l1.4 1.4M2 12h2M20 12h2M4.9 19.1l1.4-1.4M17.7 6.3l1.4-1.4"/>',
