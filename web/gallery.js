@@ -2,7 +2,7 @@
 // client (search over id, title, description and tags; one tag at a time), so typing is
 // instant. The search and tag live in the URL (?q=&tag=) so that a filtered view can be shared.
 import {
-  ROOT, api, el, icon, gradient, stageBadge, isErrorStage, themeToggle, loginButton, loginDialog,
+  ROOT, api, el, icon, gradient, stageBadge, isErrorStage, followStatus, themeToggle, loginButton, loginDialog,
   siteHeader, fmtCount, timeAgo,
 } from "./common.js";
 
@@ -101,6 +101,7 @@ async function load() {
   try {
     state.apps = (await api(`/api/spaces?sort=${encodeURIComponent(state.sort)}&limit=500`)) || [];
     render();
+    followBuilding();
   } catch (e) {
     grid.setAttribute("aria-busy", "false");
     if (e.status === 401) {
@@ -127,11 +128,57 @@ document.addEventListener("keydown", (e) => {
   if (e.key === "/" && !/INPUT|TEXTAREA|SELECT/.test(document.activeElement.tagName)) { e.preventDefault(); $("q").focus(); }
   if (e.key === "Escape" && document.activeElement === $("q")) { $("q").value = ""; state.q = ""; syncUrl(); render(); }
 });
-// Refresh statuses now and then (apps build, crash and come back) while the tab is visible;
-// often while an app is building, so its download progress moves.
-async function poll() {
-  if (!document.hidden) await load();
-  const building = state.apps.some((a) => a.runtime && a.runtime.stage === "BUILDING");
-  setTimeout(poll, building ? 2000 : 15000);
+// A building app's card follows its /events stream: live download progress, then the new
+// stage. Only a few at once, as each stream holds one of the browser's six connections to
+// the host; the rest, and those whose stream never delivers, are polled instead.
+const MAX_STREAMS = 3;
+const streams = new Map();   // app id → close()
+const noStream = new Set();  // app ids whose stream never delivered (a 401, a buffering proxy)
+const building = (a) => a.runtime && a.runtime.stage === "BUILDING";
+const encId = (id) => id.split("/").map(encodeURIComponent).join("/");
+
+function followBuilding() {
+  for (const [id, close] of streams) {
+    if (!state.apps.some((a) => a.id === id && building(a))) unfollow(id, close);
+  }
+  for (const a of state.apps) {
+    if (streams.size >= MAX_STREAMS) return;
+    if (!building(a) || streams.has(a.id) || noStream.has(a.id)) continue;
+    streams.set(a.id, followStatus(encId(a.id), (s) => onStatus(a.id, s), (heard) => {
+      streams.delete(a.id);
+      if (!heard) noStream.add(a.id);
+      schedulePoll(2000);
+    }));
+  }
 }
+
+function unfollow(id, close) {
+  close();
+  streams.delete(id);
+}
+
+function onStatus(id, s) {
+  const a = state.apps.find((x) => x.id === id);
+  if (!a) return;
+  a.runtime = { ...a.runtime, ...s };
+  const old = [...$("grid").children].find((n) => n.dataset.id === id);
+  if (old) old.replaceWith(renderCard(a));
+  if (!building(a)) unfollow(id, streams.get(id));
+}
+
+// Refresh statuses now and then (apps appear, crash and come back) while the tab is visible;
+// often while a building app is not followed, so its download progress moves.
+let pollTimer;
+function schedulePoll(ms) {
+  clearTimeout(pollTimer);
+  pollTimer = setTimeout(poll, ms);
+}
+async function poll() {
+  clearTimeout(pollTimer);
+  if (!document.hidden) await load();
+  schedulePoll(state.apps.some((a) => building(a) && !streams.has(a.id)) ? 2000 : 15000);
+}
+// Leaving the page ends the streams; coming back to it (the back/forward cache) reopens them.
+addEventListener("pagehide", () => { for (const [id, close] of streams) unfollow(id, close); clearTimeout(pollTimer); });
+addEventListener("pageshow", (e) => { if (e.persisted) poll(); });
 poll();
