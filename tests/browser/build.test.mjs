@@ -1,7 +1,9 @@
 // tests/browser/build.test.mjs: an app downloading its model, as the browser shows it. A slow
 // Hub in this process serves one repo; the host builds an app that names it. The gallery
 // card's badge shows "Building N%" moving, the app page a progress bar with bytes and files
-// moving, then both turn to Running without a reload. Debian's chromium through
+// moving, then both turn to Running without a reload. Both get those updates from the app's
+// /events stream (under the host's --root-path), not by polling the JSON API; a page whose
+// stream never answers (a proxy that buffers) polls instead. Debian's chromium through
 // playwright-core, as ui.test.mjs; SKIP (FAIL under CI=true) when either is missing.
 import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
@@ -34,7 +36,7 @@ try {
 }
 if (!fs.existsSync(path.join(MS_BIN, "moonspace"))) skipAll("the host is not built (make)");
 
-// ---- a slow Hub: slow/model, its weights in 64 KiB pieces every 100 ms (~10 s) ----
+// ---- a slow Hub: slow/model, its weights in 64 KiB pieces every 200 ms (~20 s) ----
 const weights = randomBytes(6 << 20);
 const config = Buffer.from('{"model_type": "llama"}\n');
 const COMMIT = "fedcba9876543210fedcba9876543210fedcba98";
@@ -61,7 +63,7 @@ const hub = http.createServer((req, res) => {
     if (res.destroyed) return;
     if (off >= data.length) return res.end();
     res.write(data.subarray(off, off += 64 << 10));
-    setTimeout(tick, 100);
+    setTimeout(tick, 200);
   };
   tick();
 });
@@ -74,7 +76,10 @@ fs.mkdirSync(appDir, { recursive: true });
 fs.writeFileSync(path.join(appDir, "README.md"), "---\ntitle: Slow download\nsdk: lua\napp_file: app.lua\nmodels: [slow/model]\n---\n\n# Slow\n");
 fs.writeFileSync(path.join(appDir, "app.lua"), 'app.interface{fn=function(t) return t end, inputs={"text"}, outputs="text"}\n');
 let log = "";
-const host = spawn(path.join(MS_BIN, "moonspace"), ["serve", "--host", "127.0.0.1", "--port", "0", "--apps", path.join(tmp, "apps"),
+const ROOT_PATH = "/demo";
+const EVENTS = `${ROOT_PATH}/api/spaces/buildtest/slow/events`;
+const host = spawn(path.join(MS_BIN, "moonspace"), ["serve", "--host", "127.0.0.1", "--port", "0", "--root-path", ROOT_PATH,
+  "--apps", path.join(tmp, "apps"),
   "--data", path.join(tmp, "data"), "--web", path.join(ROOT, "web")], {
   cwd: tmp, stdio: ["ignore", "pipe", "pipe"],
   env: { ...process.env, HF_ENDPOINT: `http://127.0.0.1:${hub.address().port}`, HF_HUB_CACHE: path.join(tmp, "cache"), HF_HUB_OFFLINE: "", HF_TOKEN: "" },
@@ -84,9 +89,42 @@ host.stderr.on("data", (d) => (log += d));
 let base = "";
 for (let i = 0; i < 300 && !base; i++) {
   const m = log.match(/serving \d+ apps on (http:\/\/127\.0\.0\.1:\d+)/);
-  if (m) base = m[1];
+  if (m) base = m[1] + ROOT_PATH;
   else await sleep(20);
 }
+
+// What a page asks the host for: JSON API requests (what polling makes) and /events streams.
+const pageErrors = [];
+function track(page) {
+  const t = { json: 0, events: [], ended: [] };
+  page.on("request", (r) => {
+    const u = new URL(r.url());
+    if (/^\/(demo\/)?api\/spaces(\/buildtest\/slow)?$/.test(u.pathname)) t.json++;
+    if (u.pathname.endsWith("/events")) t.events.push(u.pathname);
+  });
+  const ended = (r) => { if (r.url().endsWith("/events")) t.ended.push(new URL(r.url()).pathname); };
+  page.on("requestfinished", ended);
+  page.on("requestfailed", ended);
+  page.on("pageerror", (e) => pageErrors.push(e.message));
+  return t;
+}
+
+// Samples text() until it has shown `want` different values matching re (or the page moved on).
+async function distinct(text, re, want, strip = (t) => t) {
+  const seen = new Set();
+  for (let i = 0; i < 80 && seen.size < want; i++) {
+    const t = await text().catch(() => "");
+    if (!t) break;
+    if (!re.test(t)) throw new Error(`unexpected text ${JSON.stringify(t)}`);
+    seen.add(strip(t));
+    await sleep(200);
+  }
+  if (seen.size < want) throw new Error(`did not move: ${[...seen]}`);
+  return [...seen];
+}
+
+const PROGRESS = /^Downloading models: [\d.]+ [kM]?B of 6\.3 MB · [01]\/2 files/;
+const noRate = (t) => t.replace(/ · [\d.]+ [kM]?B\/s$/, "");
 
 let browser, profile;
 try {
@@ -95,44 +133,84 @@ try {
   browser = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM, headless: true, args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
   });
-  const page = browser.pages()[0] || await browser.newPage();
-  page.setDefaultTimeout(15000);
+  // The gallery stays open in its own tab until the app runs.
+  const gallery = browser.pages()[0] || await browser.newPage();
+  gallery.setDefaultTimeout(15000);
+  const gt = track(gallery);
   const card = '.card[data-id="buildtest/slow"] .badge';
   try {
-    await page.goto(base + "/");
-    const seen = new Set();
-    await page.waitForFunction((sel) => /^Building \d+%$/.test(document.querySelector(sel)?.textContent || ""), card);
-    for (let i = 0; i < 40 && seen.size < 2; i++) {
-      const t = await page.textContent(card);
-      if (/^Building \d+%$/.test(t)) seen.add(t);
-      await sleep(250);
-    }
-    if (seen.size < 2) throw new Error(`the card's percentage did not move: ${[...seen]}`);
-    pass(`gallery card: ${[...seen].join(", ")}`);
+    await gallery.goto(base + "/");
+    await gallery.waitForFunction((sel) => /^Building \d+%$/.test(document.querySelector(sel)?.textContent || ""), card);
+    const json = gt.json;
+    const seen = await distinct(() => gallery.textContent(card), /^Building \d+%$/, 3);
+    if (gt.json !== json) throw new Error(`the card moved by polling: ${gt.json - json} /api/spaces requests while it showed ${seen}`);
+    if (!gt.events.includes(EVENTS)) throw new Error(`no ${EVENTS} stream: ${gt.events}`);
+    pass(`gallery card, from ${EVENTS}: ${seen.join(", ")}`);
   } catch (e) {
     fail("gallery card", e.message);
   }
+
+  const page = await browser.newPage();
+  page.setDefaultTimeout(15000);
+  const pt = track(page);
   try {
     await page.goto(base + "/spaces/buildtest/slow");
-    const seen = new Set();
     await page.waitForSelector(".build-progress .ptext");
-    for (let i = 0; i < 40; i++) {
-      const t = await page.textContent(".build-progress .ptext").catch(() => "");
-      if (!t) break; // built: the page changed
-      if (!/^Downloading models: [\d.]+ [kM]?B of 6\.3 MB · [01]\/2 files/.test(t)) throw new Error(`progress text ${JSON.stringify(t)}`);
-      seen.add(t.replace(/ · [\d.]+ [kM]?B\/s$/, ""));
-      if (seen.size >= 2) break;
-      await sleep(300);
-    }
-    if (seen.size < 2) throw new Error(`the page's progress did not move: ${[...seen]}`);
+    const json = pt.json;
+    const seen = await distinct(() => page.textContent(".build-progress .ptext"), PROGRESS, 3, noRate);
+    if (pt.json !== json) throw new Error(`the page moved by polling: ${pt.json - json} JSON requests while it showed ${seen}`);
+    if (!pt.events.includes(EVENTS)) throw new Error(`no ${EVENTS} stream: ${pt.events}`);
     const stage = await page.textContent("#stage");
     if (!/^Building \d+%$/.test(stage)) throw new Error(`page badge ${JSON.stringify(stage)}`);
-    await page.waitForFunction(() => document.querySelector("#stage")?.textContent === "Running", null, { timeout: 20000 });
-    await page.waitForSelector("section.endpoint form");
-    pass("app page: progress bar, then Running without a reload");
+    pass("app page: the progress bar moves with the stream");
   } catch (e) {
     fail("app page", e.message);
   }
+
+  // A stream that never answers (a proxy that buffers it): the page polls instead.
+  const stuck = await browser.newPage();
+  stuck.setDefaultTimeout(15000);
+  const st = track(stuck);
+  try {
+    await stuck.route("**/events", () => {}); // never answered
+    await stuck.goto(base + "/spaces/buildtest/slow");
+    await stuck.waitForSelector(".build-progress .ptext");
+    const json = st.json;
+    const seen = await distinct(() => stuck.textContent(".build-progress .ptext"), PROGRESS, 2, noRate);
+    if (st.json - json < 1) throw new Error(`progress moved without a JSON request: ${seen}`);
+    pass(`stuck stream: the page polls (${st.json} JSON requests)`);
+  } catch (e) {
+    fail("stuck stream", e.message);
+  }
+
+  try {
+    await page.waitForFunction(() => document.querySelector("#stage")?.textContent === "Running", null, { timeout: 30000 });
+    await page.waitForSelector("section.endpoint form");
+    // A running app's page polls slowly: its stream would hold one of the tab's connections.
+    for (let i = 0; i < 25 && !pt.ended.includes(EVENTS); i++) await sleep(200);
+    if (!pt.ended.includes(EVENTS)) throw new Error("the page's stream is still open");
+    pass("app page: Running without a reload, stream closed");
+  } catch (e) {
+    fail("app page running", e.message);
+  }
+  try {
+    await stuck.waitForFunction(() => document.querySelector("#stage")?.textContent === "Running", null, { timeout: 10000 });
+    await stuck.waitForSelector("section.endpoint form");
+    pass("stuck stream: Running without a reload");
+  } catch (e) {
+    fail("stuck stream running", e.message);
+  }
+  try {
+    await gallery.waitForFunction((sel) => document.querySelector(sel)?.textContent === "Running", card, { timeout: 10000 });
+    // Once the app runs, the card has nothing more to follow: its stream is closed.
+    for (let i = 0; i < 25 && !gt.ended.includes(EVENTS); i++) await sleep(200);
+    if (!gt.ended.includes(EVENTS)) throw new Error("the gallery's stream is still open");
+    pass("gallery card: Running, stream closed");
+  } catch (e) {
+    fail("gallery card running", e.message);
+  }
+  if (pageErrors.length) fail("page_errors", pageErrors.slice(0, 3).join(" | "));
+  else pass("page_errors");
 } catch (e) {
   fail("setup", e.message);
 } finally {
