@@ -245,16 +245,14 @@ static int parse_gen(ms_config *c, json_t *root, const char *path, char *err, si
 	return 0;
 }
 
-/* generation_config.json, when the checkpoint has one: its eos_token_id replaces
- * config.json's, as transformers' GenerationConfig does. */
-static int load_gen_config(ms_config *c, const char *dir, char *err, size_t errlen) {
-	char path[4096];
-	snprintf(path, sizeof path, "%s/generation_config.json", dir);
-	if (access(path, F_OK) != 0) return 0;
+/* Reads path as a JSON object and hands it to parse: config.json and
+ * generation_config.json are read alike. */
+static int load_object(ms_config *c, const char *path,
+		       int (*fn)(ms_config *, json_t *, const char *, char *, size_t), char *err, size_t errlen) {
 	json_error_t jerr;
 	json_t *root = json_load_file(path, 0, &jerr);
 	if (!root) return ms_errf(err, errlen, MS_EFORMAT, "%s: %s", path, jerr.text);
-	int rc = json_is_object(root) ? parse_gen(c, root, path, err, errlen)
+	int rc = json_is_object(root) ? fn(c, root, path, err, errlen)
 				      : ms_errf(err, errlen, MS_EFORMAT, "%s: not a JSON object", path);
 	json_decref(root);
 	return rc;
@@ -264,13 +262,11 @@ int ms_config_load(ms_config *c, const char *dir, char *err, size_t errlen) {
 	memset(c, 0, sizeof *c);
 	char path[4096];
 	snprintf(path, sizeof path, "%s/config.json", dir);
-	json_error_t jerr;
-	json_t *root = json_load_file(path, 0, &jerr);
-	if (!root) return ms_errf(err, errlen, MS_EFORMAT, "%s: %s", path, jerr.text);
-	int rc = json_is_object(root) ? parse(c, root, path, err, errlen)
-				      : ms_errf(err, errlen, MS_EFORMAT, "%s: not a JSON object", path);
-	json_decref(root);
-	if (rc == 0) rc = load_gen_config(c, dir, err, errlen);
+	int rc = load_object(c, path, parse, err, errlen);
+	/* generation_config.json, when the checkpoint has one: its eos_token_id replaces
+	 * config.json's, as transformers' GenerationConfig does */
+	snprintf(path, sizeof path, "%s/generation_config.json", dir);
+	if (rc == 0 && access(path, F_OK) == 0) rc = load_object(c, path, parse_gen, err, errlen);
 	if (rc != 0) ms_config_free(c);
 	return rc;
 }

@@ -211,6 +211,22 @@ static int take_opts(json_t *args, ms_gen_opts *o, char *err, size_t errlen) {
 	return 0;
 }
 
+/* Token ids from a JSON array, each checked before the cast (2^32 + 1 must not become
+ * token 1, nor "x" token 0): integers in [0, limit). *ids is malloc'd, one slot at least;
+ * the caller frees it, also on error. */
+static int json_ids(json_t *a, json_int_t limit, const char *what, int32_t **ids, size_t *n, char *err, size_t errlen) {
+	*n = json_array_size(a);
+	if (!(*ids = malloc((*n + 1) * sizeof **ids))) return MS_ENOMEM;
+	for (size_t i = 0; i < *n; i++) {
+		json_t *v = json_array_get(a, i);
+		if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= limit)
+			return ms_errf(err, errlen, MS_ERANGE, "%s[%zu] is not a token id (an integer from 0 to %lld)", what, i,
+				       (long long)limit - 1);
+		(*ids)[i] = (int32_t)json_integer_value(v);
+	}
+	return 0;
+}
+
 static void start_generate(json_int_t id, json_t *args, int chat) {
 	if (!json_is_object(args)) return send_error(id, "generate: args must be an object");
 	if (n_active >= MAX_REQS) return send_error(id, "busy: too many requests in flight");
@@ -242,17 +258,7 @@ static void start_generate(json_int_t id, json_t *args, int chat) {
 		free(rendered);
 	} else if (json_is_array(pids) && json_array_size(pids) > 0) {
 		r->ids_mode = 1;
-		n = json_array_size(pids);
-		ids = malloc(n * sizeof *ids);
-		rc = ids ? 0 : MS_ENOMEM;
-		for (size_t i = 0; rc == 0 && i < n; i++) {
-			json_t *v = json_array_get(pids, i);
-			/* checked here, before the cast: 2^32 + 1 must not become token 1 */
-			if (!json_is_integer(v) || json_integer_value(v) < 0 ||
-			    json_integer_value(v) >= ms_model_config(model)->vocab_size)
-				rc = ms_errf(err, sizeof err, MS_ERANGE, "generate: prompt_ids[%zu] is not a token id", i);
-			else ids[i] = (int32_t)json_integer_value(v);
-		}
+		rc = json_ids(pids, ms_model_config(model)->vocab_size, "generate: prompt_ids", &ids, &n, err, sizeof err);
 	} else if (prompt) {
 		rc = ms_model_encode_prompt(model, prompt, 1, &ids, &n, err, sizeof err);
 	} else {
@@ -338,15 +344,8 @@ static void quick_op(json_int_t id, const char *op, json_t *args) {
 		if (rc == 0 && (!tokenizer()))
 			rc = ms_errf(err, sizeof err, MS_EUNSUPPORTED, "this checkpoint has no tokenizer");
 		if (rc == 0) {
-			n = json_array_size(a);
-			ids = malloc((n + 1) * sizeof *ids);
-			rc = ids ? 0 : MS_ENOMEM;
-			for (size_t i = 0; rc == 0 && i < n; i++) {
-				json_t *v = json_array_get(a, i);
-				if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > INT32_MAX)
-					rc = ms_errf(err, sizeof err, MS_EINVAL, "detokenize: ids[%zu] is not a non-negative integer", i);
-				else ids[i] = (int32_t)json_integer_value(v);
-			}
+			/* ids past the vocabulary are skipped by the decoder, as HF tokenizers do */
+			rc = json_ids(a, (json_int_t)INT32_MAX + 1, "detokenize: ids", &ids, &n, err, sizeof err);
 			char *text = NULL;
 			/* special tokens dropped unless asked for ("special": true), as m:detokenize documents */
 			int keep = json_is_true(json_object_get(args, "special"));
@@ -359,14 +358,7 @@ static void quick_op(json_int_t id, const char *op, json_t *args) {
 		/* the next-token logits after a text (or "ids"), as a list of vocab floats */
 		json_t *a = json_object_get(args, "ids");
 		if (json_is_array(a)) {
-			n = json_array_size(a);
-			ids = malloc((n ? n : 1) * sizeof *ids);
-			rc = ids ? 0 : MS_ENOMEM;
-			for (size_t i = 0; ids && i < n; i++) {
-				json_int_t v = json_integer_value(json_array_get(a, i));
-				if (!json_is_integer(json_array_get(a, i)) || v < 0 || v >= c->vocab_size) rc = ms_errf(err, sizeof err, MS_ERANGE, "logits: id %lld out of range", (long long)v);
-				ids[i] = (int32_t)v;
-			}
+			rc = json_ids(a, c->vocab_size, "logits: ids", &ids, &n, err, sizeof err);
 		} else {
 			rc = text_ids(args, &ids, &n, err, sizeof err);
 		}
