@@ -34,11 +34,13 @@ function matches(a) {
   return state.q.toLowerCase().split(/\s+/).filter(Boolean).every((w) => hay.includes(w));
 }
 
+const encId = (id) => id.split("/").map(encodeURIComponent).join("/"); // "owner/name" in a URL path
+
 function renderCard(a) {
   const c = card(a);
   const stage = (a.runtime && a.runtime.stage) || "";
   const msg = a.runtime && a.runtime.errorMessage;
-  const href = `${ROOT}/spaces/${a.id.split("/").map(encodeURIComponent).join("/")}`;
+  const href = `${ROOT}/spaces/${encId(a.id)}`;
   return el("a.card", { href, dataset: { id: a.id, stage }, style: { background: gradient(c.colorFrom, c.colorTo) } },
     el("div.card-top",
       stageBadge(a.runtime),
@@ -135,7 +137,6 @@ const MAX_STREAMS = 3;
 const streams = new Map();   // app id → close()
 const noStream = new Set();  // app ids whose stream never delivered (a 401, a buffering proxy)
 const building = (a) => a.runtime && a.runtime.stage === "BUILDING";
-const encId = (id) => id.split("/").map(encodeURIComponent).join("/");
 
 function followBuilding() {
   for (const [id, close] of streams) {
