@@ -147,44 +147,62 @@ __attribute__((target("avx2,fma"))) static void bw_task(void *ctx, int t, int nt
 	j->sums[t] = o[0] + o[1] + o[2] + o[3] + o[4] + o[5] + o[6] + o[7];
 }
 
-/* GB/s, best of `runs`, read-only (fma = 0) or as a streaming dot product (fma = 1). A run
- * reads the 512 MiB buffer once, or again and again for at least min_ms: the bandwidth of
- * this shared VM swings within milliseconds, so a bound for a generation that lasts a
- * second comes from a probe that lasts as long (a best single 8 ms pass catches a spike no
- * second-long run ever sees). The buffer gets transparent huge pages, as the model's
- * weights do (runtime/model.c): through 4 KiB pages the probe measured anywhere from 2 to
- * 60 GB/s, depending on what ran before it. */
-static double bandwidth_gbs(int threads, int fma, int runs, double min_ms) {
-	size_t bytes = (size_t)512 << 20, huge = (size_t)2 << 20;
-	char *map = mmap(NULL, bytes + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	float *x = aligned_alloc(64, 1024 * sizeof *x);
-	if (map == MAP_FAILED || !x) {
-		if (map != MAP_FAILED) munmap(map, bytes + huge);
-		free(x);
-		return 0;
-	}
-	float *p = (float *)(void *)(((uintptr_t)map + huge - 1) & ~(uintptr_t)(huge - 1));
-	madvise(p, bytes, MADV_HUGEPAGE);
-	memset(p, 0, bytes);
-	for (int i = 0; i < 1024; i++) x[i] = 1.0f;
+/* The probe's 512 MiB buffer and pool, set up once and measured as often as needed (a
+ * fresh buffer per measurement was a 512 MiB fault-in and memset each time). The buffer
+ * gets transparent huge pages, as the model's weights do (runtime/model.c): through 4 KiB
+ * pages the probe measured anywhere from 2 to 60 GB/s, depending on what ran before it. */
+typedef struct {
+	char *map;
+	bw_job j;
 	ms_pool pool;
-	ms_pool_init(&pool, threads);
-	bw_job j = {p, x, bytes / 4, fma, {0}};
-	ms_pool_run(&pool, bw_task, &j); /* warms up: the pool's threads are starting */
+} probe;
+
+#define PROBE_BYTES ((size_t)512 << 20)
+#define PROBE_ALIGN ((size_t)2 << 20)
+
+static int probe_open(probe *pr, int threads) {
+	memset(pr, 0, sizeof *pr);
+	pr->map = mmap(NULL, PROBE_BYTES + PROBE_ALIGN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	float *x = aligned_alloc(64, 1024 * sizeof *x);
+	if (pr->map == MAP_FAILED || !x) {
+		if (pr->map != MAP_FAILED) munmap(pr->map, PROBE_BYTES + PROBE_ALIGN);
+		free(x);
+		return -1;
+	}
+	float *p = (float *)(void *)(((uintptr_t)pr->map + PROBE_ALIGN - 1) & ~(uintptr_t)(PROBE_ALIGN - 1));
+	madvise(p, PROBE_BYTES, MADV_HUGEPAGE);
+	memset(p, 0, PROBE_BYTES);
+	for (int i = 0; i < 1024; i++) x[i] = 1.0f;
+	pr->j = (bw_job){p, x, PROBE_BYTES / 4, 0, {0}};
+	ms_pool_init(&pr->pool, threads);
+	ms_pool_run(&pr->pool, bw_task, &pr->j); /* warms up: the pool's threads are starting */
+	return 0;
+}
+
+static void probe_close(probe *pr) {
+	ms_pool_free(&pr->pool);
+	munmap(pr->map, PROBE_BYTES + PROBE_ALIGN);
+	free((float *)pr->j.x);
+}
+
+/* GB/s, best of `runs`, read-only (fma = 0) or as a streaming dot product (fma = 1). A run
+ * reads the buffer once, or again and again for at least min_ms: the bandwidth of this
+ * shared VM swings within milliseconds, so a bound for a generation that lasts a second
+ * comes from a probe that lasts as long (a best single 8 ms pass catches a spike no
+ * second-long run ever sees). */
+static double probe_gbs(probe *pr, int fma, int runs, double min_ms) {
+	pr->j.fma = fma;
 	double best = 0;
 	for (int r = 0; r < runs; r++) {
 		double t0 = ms_now_ms(), ms;
 		size_t passes = 0;
 		do {
-			ms_pool_run(&pool, bw_task, &j);
+			ms_pool_run(&pr->pool, bw_task, &pr->j);
 			passes++;
 		} while ((ms = ms_now_ms() - t0) < min_ms);
-		double gbs = (double)bytes * passes / (ms / 1000.0) / 1e9;
+		double gbs = (double)PROBE_BYTES * passes / (ms / 1000.0) / 1e9;
 		if (gbs > best) best = gbs;
 	}
-	ms_pool_free(&pool);
-	munmap(map, bytes + huge);
-	free(x);
 	return best;
 }
 
@@ -224,9 +242,15 @@ int main(int argc, char **argv) {
 	printf("kernels: %s, weights: %s\n", levels[ms_kernels_level()], q8 ? "8-bit (per-32 scales)" : "F32");
 	for (const char *t = thread_list; *t; t = strchr(t, ',') ? strchr(t, ',') + 1 : "") {
 		int th = atoi(t);
+		probe pr;
+		if (probe_open(&pr, th) != 0) {
+			fprintf(stderr, "no memory for the bandwidth probe\n");
+			return 1;
+		}
+		double pass = probe_gbs(&pr, 0, 5, 0), sustained = probe_gbs(&pr, 0, 5, 1000), fma = probe_gbs(&pr, 1, 5, 1000);
 		printf("bandwidth probe, %d thread%s: single passes %.1f GB/s (best of 5), 1 s runs %.1f GB/s; streaming FMA over the same bytes: %.1f GB/s\n",
-		       th, th > 1 ? "s" : "", bandwidth_gbs(th, 0, 5, 0), bandwidth_gbs(th, 0, 5, 1000),
-		       bandwidth_gbs(th, 1, 5, 1000));
+		       th, th > 1 ? "s" : "", pass, sustained, fma);
+		probe_close(&pr);
 	}
 	printf("%-6s %3s %12s %12s %10s %10s %10s %10s %9s\n", "shape", "thr", "prompt t/s", "gen t/s", "bound t/s",
 	       "of bound", "sustained", "of sust.", "RSS MiB");
@@ -266,14 +290,20 @@ int main(int argc, char **argv) {
 			 * and the row reports the best of each, so that the bound and the speed are
 			 * taken under the same conditions */
 			double pps = 0, gps = 0, bw_pass = 0, bw_long = 0;
+			probe pr;
+			if (probe_open(&pr, th) != 0) {
+				fprintf(stderr, "no memory for the bandwidth probe\n");
+				return 1;
+			}
 			for (int r = 0; r < runs; r++) {
 				ms_gen_stats gs;
 				ms_model_generate_ids(m, prompt, (size_t)n_prompt, &o, count_gen, NULL, NULL, NULL, &gs);
-				double b = bandwidth_gbs(th, 0, 1, 0), bl = bandwidth_gbs(th, 0, 1, gs.gen_ms);
+				double b = probe_gbs(&pr, 0, 1, 0), bl = probe_gbs(&pr, 0, 1, gs.gen_ms);
 				double p = gs.prompt_tokens * 1000.0 / gs.prompt_ms, g = gs.gen_tokens * 1000.0 / gs.gen_ms;
 				pps = p > pps ? p : pps, gps = g > gps ? g : gps;
 				bw_pass = b > bw_pass ? b : bw_pass, bw_long = bl > bw_long ? bl : bw_long;
 			}
+			probe_close(&pr); /* before the RSS below: the model's, not the probe's */
 			double bound = bw_pass * 1e9 / bytes_tok, bound_long = bw_long * 1e9 / bytes_tok;
 			printf("%-6s %3d %12.1f %12.1f %10.1f %9.0f%% %10.1f %9.0f%% %9.0f\n", s->name, th, pps, gps, bound,
 			       bound > 0 ? 100.0 * gps / bound : 0.0, bound_long, bound_long > 0 ? 100.0 * gps / bound_long : 0.0,
