@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "host/host.h"
+#include "runtime/kernels.h"
 #include "runtime/modeldir.h"
 
 typedef struct model_req model_req;
@@ -73,7 +74,10 @@ static void on_model_message(ms_worker *w, json_t *msg, void *ud) {
 	const char *t = json_string_value(json_object_get(msg, "t"));
 	if (!strcmp(t, "ready")) {
 		m->ready = 1;
-		MS_INFO("models", "%s ready (%s)", m->spec, json_string_value(json_object_get(msg, "arch")));
+		json_int_t th = json_integer_value(json_object_get(msg, "threads")); /* absent: tokenizer only */
+		char threads[32] = "";
+		if (th > 0) snprintf(threads, sizeof threads, ", %d thread%s", (int)th, th == 1 ? "" : "s");
+		MS_INFO("models", "%s ready (%s%s)", m->spec, json_string_value(json_object_get(msg, "arch")), threads);
 		for (model_req *r = m->reqs; r; r = r->next)
 			if (r->msg) {
 				ms_worker_send(w, r->msg);
@@ -174,8 +178,8 @@ static void arm_idle(ms_model_proc *m) {
 
 static int model_threads(ms_host *h) {
 	if (h->cfg->threads > 0) return h->cfg->threads;
-	long n = sysconf(_SC_NPROCESSORS_ONLN);
-	return n > 2 ? (int)n - 1 : 1; /* leave a core for the loop */
+	int n = ms_ncpu(); /* the cores this process may run on (its affinity mask, a cpuset) */
+	return n > 2 ? n - 1 : 1; /* leave a core for the loop */
 }
 
 /* The worker runs as nobody (when the host is root) and may not be able to reach the

@@ -161,6 +161,7 @@ void ms_model_free(ms_model *m) {
 }
 
 const ms_config *ms_model_config(const ms_model *m) { return &m->cfg; }
+int ms_model_threads(const ms_model *m) { return m->pool.n_threads; }
 struct ms_tokenizer *ms_model_tokenizer(const ms_model *m) { return m->tok; }
 
 /* ---- sessions ---- */

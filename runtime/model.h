@@ -36,6 +36,8 @@ typedef struct ms_model_opts {
 int ms_model_load(const char *dir, const ms_model_opts *opts, ms_model **out, char *err, size_t errlen);
 void ms_model_free(ms_model *m);
 const ms_config *ms_model_config(const ms_model *m);
+/* The threads its products run on (the pool's size, opts->n_threads resolved). */
+int ms_model_threads(const ms_model *m);
 /* NULL when the checkpoint has no tokenizer (or the runtime was built without one). */
 struct ms_tokenizer *ms_model_tokenizer(const ms_model *m);
 

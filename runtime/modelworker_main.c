@@ -546,8 +546,8 @@ static int init(void) {
 		json_array_append_new(tasks, json_string("tokenize"));
 		json_array_append_new(tasks, json_string("detokenize"));
 	}
-	send_json(json_pack("{s:s, s:s, s:o, s:b}", "t", "ready", "arch", arch_short(c->arch), "tasks", tasks,
-			    "chat_template", causal && can_chat()));
+	send_json(json_pack("{s:s, s:s, s:o, s:b, s:i}", "t", "ready", "arch", arch_short(c->arch), "tasks", tasks,
+			    "chat_template", causal && can_chat(), "threads", ms_model_threads(model)));
 	return 0;
 }
 

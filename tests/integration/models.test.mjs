@@ -3,6 +3,7 @@
 // the card's allow-list, cancels with the call, and unloads idle models.
 import { spawnSync } from "node:child_process";
 import { readFileSync, rmSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { FIXTURES, assert, assertEq, fixtureHubCache, readSSE, sleep, startHost, suite, tempDir, waitFor, writeApp } from "../lib/host.mjs";
 
 const s = suite("models");
@@ -162,6 +163,31 @@ s.test("an idle model is unloaded and starts again on the next call", async ({ h
   const r = await run(host, "test/story", "predict", ["Once upon a time", 5]);
   assertEq(r.status, 200);
   assert(r.body.data[0].startsWith("Once upon a time,"), r.body.data[0]);
+});
+
+// "while the host serves, the default leaves a core for the loop": cores - 1 of the cores the
+// host may run on (its affinity mask), at least 1; --threads overrides it
+s.test("model workers run on every core but one by default, or on --threads", async ({ host, apps, cache }) => {
+  const readyThreads = (h) => {
+    const m = h.log().match(/nickypro\/tinyllama-15M ready \(llama, (\d+) threads?\)/);
+    return m ? Number(m[1]) : null;
+  };
+  assertEq((await run(host, "test/story", "predict", ["Once", 3])).status, 200);
+  assertEq(await waitFor(() => readyThreads(host), 10000, "the ready line"), Math.max(1, availableParallelism() - 1));
+  const env = { HF_HUB_CACHE: cache, HF_HUB_OFFLINE: "1" };
+  for (const [opts, want] of [[{ wrap: ["taskset", "-c", "0"] }, 1], [{ args: ["--threads", "3"] }, 3]]) {
+    const h = await startHost({ apps: [apps], env, ...opts });
+    try {
+      assertEq((await run(h, "test/story", "predict", ["Once", 3])).status, 200);
+      assertEq(await waitFor(() => readyThreads(h), 10000, "the ready line"), want, JSON.stringify(opts));
+      // the pool's threads exist: want - 1 workers, the main thread and the frame reader
+      const pid = spawnSync("pgrep", ["-P", String(h.child.pid), "-f", "moonspace-modelworker"], { encoding: "utf8" }).stdout.trim();
+      const status = readFileSync(`/proc/${Number(pid.split("\n")[0])}/status`, "utf8");
+      assert(Number(status.match(/^Threads:\s+(\d+)/m)[1]) >= want + 1, status.match(/^Threads:.*$/m)[0]);
+    } finally {
+      await h.stop();
+    }
+  }
 });
 
 await s.run(async () => {

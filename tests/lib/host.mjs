@@ -33,10 +33,12 @@ export function copyExampleApps(root) {
 
 // Starts `moonspace serve`; resolves when /healthz answers. Options: apps (array of dirs),
 // args (extra flags), env.
-export async function startHost({ apps = [], args = [], env = {}, timeoutMs = 15000 } = {}) {
+// wrap: a command that execs the host (e.g. ["taskset", "-c", "0"]), so child.pid stays the host's
+export async function startHost({ apps = [], args = [], env = {}, timeoutMs = 15000, wrap = [] } = {}) {
   const data = tempDir("ms-data-");
   const argv = ["serve", "--host", "127.0.0.1", "--port", "0", "--data", data, "--rescan-ms", "200", ...apps.flatMap((a) => ["--apps", a]), ...args];
-  const child = spawn(join(BIN, "moonspace"), argv, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  const [cmd, ...pre] = [...wrap, join(BIN, "moonspace")];
+  const child = spawn(cmd, [...pre, ...argv], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
   let log = "";
   child.stdout.on("data", (d) => (log += d));
   child.stderr.on("data", (d) => (log += d));
