@@ -3,6 +3,7 @@
 
 #include <jansson.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -194,19 +195,40 @@ static int parse(ms_config *c, json_t *root, const char *path, char *err, size_t
 	return load_labels(c, root, path, err, errlen);
 }
 
-/* One sampling default: a number (an integer when integer) within [lo, hi], or null. */
+static const ms_gen_option gen_options[] = {
+	{"temperature", 0, 100, 0},
+	{"top_p", 0, 1, 0},
+	{"top_k", 0, 1 << 24, 1},
+	{"repetition_penalty", 0.01, 100, 0},
+	{"max_new_tokens", 0, 1 << 20, 1},
+	{"max_length", 1, 1 << 24, 1},
+	{"seed", 0, 9007199254740991.0, 1}, /* 2^53 - 1: every integer a JSON number holds exactly */
+};
+
+const ms_gen_option *ms_gen_option_find(const char *key) {
+	for (size_t i = 0; i < MS_ARRAY_LEN(gen_options); i++)
+		if (!strcmp(gen_options[i].key, key)) return &gen_options[i];
+	return NULL;
+}
+
+int ms_gen_option_check(const ms_gen_option *o, double d, int integral, const char *what, char *err, size_t errlen) {
+	if ((o->integer && !integral) || !(d >= o->lo && d <= o->hi))
+		return ms_errf(err, errlen, MS_ERANGE, "%s: %s must be %s in [%g, %g]", what, o->key,
+			       o->integer ? "an integer" : "a number", o->lo, o->hi);
+	return 0;
+}
+
+/* generation_config.json's sampling defaults, each with the bit that says it was given */
 static const struct gen_field {
 	const char *key;
 	unsigned bit;
-	double lo, hi;
-	int integer;
 } gen_fields[] = {
-	{"temperature", MS_GD_TEMPERATURE, 0, 100, 0},
-	{"top_p", MS_GD_TOP_P, 0, 1, 0},
-	{"top_k", MS_GD_TOP_K, 0, 1 << 24, 1},
-	{"repetition_penalty", MS_GD_REPETITION_PENALTY, 0.01, 100, 0},
-	{"max_new_tokens", MS_GD_MAX_NEW_TOKENS, 0, 1 << 20, 1},
-	{"max_length", MS_GD_MAX_LENGTH, 1, 1 << 24, 1},
+	{"temperature", MS_GD_TEMPERATURE},
+	{"top_p", MS_GD_TOP_P},
+	{"top_k", MS_GD_TOP_K},
+	{"repetition_penalty", MS_GD_REPETITION_PENALTY},
+	{"max_new_tokens", MS_GD_MAX_NEW_TOKENS},
+	{"max_length", MS_GD_MAX_LENGTH},
 };
 
 static void set_gen_field(ms_gen_defaults *g, unsigned bit, double d) {
@@ -236,10 +258,9 @@ static int parse_gen(ms_config *c, json_t *root, const char *path, char *err, si
 		const struct gen_field *f = &gen_fields[i];
 		json_t *v = json_object_get(root, f->key);
 		if (!v || json_is_null(v)) continue;
-		double d = json_number_value(v);
-		if (!json_is_number(v) || (f->integer && !json_is_integer(v)) || !(d >= f->lo && d <= f->hi))
-			return ms_errf(err, errlen, MS_ERANGE, "%s: %s must be %s in [%g, %g]", path, f->key,
-				       f->integer ? "an integer" : "a number", f->lo, f->hi);
+		const ms_gen_option *o = ms_gen_option_find(f->key);
+		double d = json_is_number(v) ? json_number_value(v) : NAN; /* NaN: in no range */
+		if ((rc = ms_gen_option_check(o, d, json_is_integer(v), path, err, errlen)) != 0) return rc;
 		set_gen_field(&c->gen, f->bit, d);
 	}
 	return 0;

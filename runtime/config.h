@@ -36,6 +36,20 @@ enum {
 	MS_GD_MAX_NEW_TOKENS = 1 << 5,
 	MS_GD_MAX_LENGTH = 1 << 6,
 };
+/* The one table of sampling options' names and ranges, checked by generation_config.json's
+ * reader and by the model worker for its callers' options. */
+typedef struct ms_gen_option {
+	const char *key;
+	double lo, hi;
+	int integer; /* a whole number */
+} ms_gen_option;
+/* NULL when key is not a sampling option (temperature, top_p, top_k, repetition_penalty,
+ * max_new_tokens, max_length, seed). */
+const ms_gen_option *ms_gen_option_find(const char *key);
+/* 0 when d (integral: the JSON value was an integer) is a value of o; else MS_ERANGE with
+ * "<what>: <key> must be ... in [lo, hi]" in err. */
+int ms_gen_option_check(const ms_gen_option *o, double d, int integral, const char *what, char *err, size_t errlen);
+
 typedef struct ms_gen_defaults {
 	unsigned set;
 	int do_sample, top_k, max_new_tokens, max_length;

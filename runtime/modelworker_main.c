@@ -173,18 +173,16 @@ static int take_stops(req *r, json_t *stop) {
  * so, not a default used silently. An option given wins over the checkpoint's
  * generation_config.json, which wins over the worker's defaults. */
 static int take_opts(json_t *args, ms_gen_opts *o, char *err, size_t errlen) {
-	static const struct { const char *key; double lo, hi; int integer; } spec[] = {
-		{"max_new_tokens", 0, 1 << 20, 1}, {"temperature", 0, 100, 0}, {"top_p", 0, 1, 0},
-		{"top_k", 0, 1 << 24, 1}, {"repetition_penalty", 0.01, 100, 0}, {"seed", 0, 9007199254740991.0, 1}};
+	static const char *const names[] = {"max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed"};
 	static const char *const other[] = {"prompt", "prompt_ids", "messages", "stop"};
-	double v[6] = {0};
-	int given[6] = {0};
+	double v[MS_ARRAY_LEN(names)] = {0};
+	int given[MS_ARRAY_LEN(names)] = {0};
 	const char *key;
 	json_t *val;
 	json_object_foreach(args, key, val) {
 		size_t i = 0;
-		while (i < MS_ARRAY_LEN(spec) && strcmp(key, spec[i].key)) i++;
-		if (i == MS_ARRAY_LEN(spec)) {
+		while (i < MS_ARRAY_LEN(names) && strcmp(key, names[i])) i++;
+		if (i == MS_ARRAY_LEN(names)) {
 			size_t k = 0;
 			while (k < MS_ARRAY_LEN(other) && strcmp(key, other[k])) k++;
 			if (k == MS_ARRAY_LEN(other))
@@ -193,10 +191,10 @@ static int take_opts(json_t *args, ms_gen_opts *o, char *err, size_t errlen) {
 			continue;
 		}
 		if (json_is_null(val)) continue; /* the default, as the protocol's "seed": null */
-		double d = json_number_value(val);
-		if (!json_is_number(val) || (spec[i].integer && d != floor(d)) || !(d >= spec[i].lo && d <= spec[i].hi))
-			return ms_errf(err, errlen, MS_ERANGE, "generate: %s wants %s in [%g, %g]", key,
-				       spec[i].integer ? "an integer" : "a number", spec[i].lo, spec[i].hi);
+		/* 40.0 is 40: a Lua or JavaScript number may arrive as a real */
+		double d = json_is_number(val) ? json_number_value(val) : NAN;
+		int rc = ms_gen_option_check(ms_gen_option_find(key), d, d == floor(d), "generate", err, errlen);
+		if (rc != 0) return rc;
 		v[i] = d, given[i] = 1;
 	}
 	ms_gen_opts_init(o);
