@@ -657,6 +657,21 @@ static int blob_ready(hfile *hf) {
 
 static void on_lock_timer(uv_timer_t *t) { try_lock(t->data); }
 
+/* How far the download hf waits on has come: the bytes of the fetch in this host that holds
+ * the blob's lock, else (another process) the size of the file it writes, which grows a
+ * write buffer at a time. */
+static uint64_t holder_bytes(hfile *hf) {
+	for (ms_hub_fetch *o = hf->hub->fetches; o; o = o->next)
+		for (int i = 0; i < o->nfiles; i++) {
+			hfile *h = o->files[i];
+			if (h != hf && h->state == FS_GET && !strcmp(h->etag, hf->etag) && !strcmp(o->repo, hf->f->repo)) return h->have;
+		}
+	char inc[PATH_MAX + 200];
+	struct stat st;
+	blob_path(hf, inc, sizeof inc, ".incomplete");
+	return stat(inc, &st) == 0 ? (uint64_t)st.st_size : hf->have;
+}
+
 static void try_lock(hfile *hf) {
 	ms_hub_fetch *f = hf->f;
 	ms_hub *hub = f->hub;
@@ -674,7 +689,14 @@ static void try_lock(hfile *hf) {
 			return file_fail(hf, MS_EIO, "cannot create the lock file %s: %s", p, strerror(errno));
 	}
 	if (flock(hf->lockfd, LOCK_EX | LOCK_NB) != 0) {
-		/* someone else (another fetch or process) downloads this blob: wait for it */
+		/* someone else (another app's fetch, another process) downloads this blob: wait for
+		 * it, showing its progress, read off the file it writes (else an app waiting on
+		 * another's download sat at 0% until it was over) */
+		uint64_t have = holder_bytes(hf);
+		if (have != hf->have && have <= hf->size) {
+			hf->have = have;
+			report(f, hf, 0);
+		}
 		uv_timer_start(&hf->timer, on_lock_timer, 100, 0);
 		return;
 	}

@@ -7,7 +7,7 @@ import { createHash, randomBytes } from "node:crypto";
 import http from "node:http";
 import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { BIN, CI, assert, assertEq, requirePackage, skip, startHost, suite, tempDir } from "../lib/host.mjs";
+import { BIN, CI, assert, assertEq, requirePackage, skip, sleep, startHost, suite, tempDir } from "../lib/host.mjs";
 
 const FIX = process.env.MOONSPACE_FIXTURES || join(process.cwd(), "../shared/fixtures");
 const MODELS = join(FIX, "models");
@@ -476,12 +476,19 @@ s.test("fault: every error says what to do", async (ctx) => {
   assert(existsSync(join(env.HF_HUB_CACHE, "models--fault--entry/.no_exist", ctx.fault.commit, "missing.json")), ".no_exist marker");
 });
 
-s.test("fault: two processes asking for the same file download it once", async (ctx) => {
+s.test("fault: two processes asking for the same file download it once; the one waiting shows the other's progress", async (ctx) => {
   const env = { HF_ENDPOINT: ctx.fault.url, HF_HUB_CACHE: join(ctx.root, "c-two") };
-  const [a, b] = await Promise.all([pull("fault/slow", env), pull("fault/slow", env)]);
-  assertEq([a.code, b.code], [0, 0], a.stderr + b.stderr);
+  const first = pull("fault/slow", env);
+  // the second starts once the first is fetching the blob, on a terminal (script(1)) that
+  // draws the bytes it waits on
+  for (let i = 0; i < 200 && !ctx.fault.stats.cdnGets["fault/slow"]; i++) await sleep(10);
+  const second = run([], {}, 30000, ["script", "-qec", `${join(BIN, "moonspace")} pull fault/slow`, "/dev/null"], { ...env, TERM: "xterm" });
+  const [a, b] = await Promise.all([first, second]);
+  assertEq([a.code, b.code], [0, 0], a.stderr + b.stdout + b.stderr);
   assertEq(ctx.fault.stats.cdnGets["fault/slow"], 1, "one GET of the blob");
   assert(readFileSync(join(a.stdout.trim(), "model.safetensors")).equals(ctx.fault.big), "bytes");
+  const pcts = [...b.stdout.matchAll(/\x1b\[2Kmodel\.safetensors +\[[#.]+\] +(\d+)%/g)].map((m) => Number(m[1]));
+  assert(pcts.some((p) => p > 0 && p < 100), "the waiting process drew the download in flight: " + JSON.stringify(b.stdout.slice(0, 3000)));
 });
 
 s.test("fault: files download in parallel, at most --parallel at once", async (ctx) => {
