@@ -4,7 +4,7 @@
 // one session_hash per page load) exactly as @gradio/client does, so the page exercises the
 // same path as every API client.
 import {
-  ROOT, api, el, gradient, stageBadge, isErrorStage, buildProgress, followStatus, themeToggle, loginButton,
+  ROOT, api, el, gradient, stageBadge, isErrorStage, buildProgress, followStatus, readEvents, themeToggle, loginButton,
   loginDialog, siteHeader, fmtCount, fmtMs, renderMarkdown, authHeaders, getToken, ApiError,
 } from "./common.js";
 import { inputComponent, outputComponent } from "./components.js";
@@ -74,27 +74,14 @@ class Queue {
         const b = await res.json().catch(() => null);
         throw new ApiError(res.status, "stream", errorText(b) || `event stream answered ${res.status}`);
       }
-      const reader = res.body.getReader();
-      const dec = new TextDecoder();
-      let buf = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buf += dec.decode(value, { stream: true });
-        let cut;
-        while ((cut = buf.search(/\r?\n\r?\n/)) >= 0) {
-          const chunk = buf.slice(0, cut);
-          buf = buf.slice(cut).replace(/^\r?\n\r?\n/, "");
-          const data = chunk.split(/\r?\n/).filter((l) => l.startsWith("data:")).map((l) => l.slice(5).replace(/^ /, "")).join("\n");
-          if (!data) continue;
-          let msg;
-          try { msg = JSON.parse(data); } catch (e) { continue; } // e.g. "ALIVE"
-          this.retries = 0;
-          if (msg.msg === "close_stream") { closed = true; reader.cancel().catch(() => {}); break; }
-          this.dispatch(msg);
-        }
-        if (closed) break;
-      }
+      await readEvents(res.body, (data) => {
+        let msg;
+        try { msg = JSON.parse(data); } catch (e) { return true; } // e.g. "ALIVE"
+        this.retries = 0;
+        if (msg.msg === "close_stream") { closed = true; return false; }
+        this.dispatch(msg);
+        return true;
+      });
     } catch (e) {
       failed = e;
     } finally {

@@ -135,30 +135,59 @@ export function stageBadge(runtime) {
 export const isErrorStage = (stage) => /ERROR|NO_APP_FILE/.test(stage || "");
 
 /**
+ * Reads a text/event-stream body, calling onData(data) with each event's data lines joined;
+ * onData returning false stops reading. Resolves when the stream ends or is stopped.
+ */
+export async function readEvents(body, onData) {
+  const reader = body.getReader();
+  const dec = new TextDecoder();
+  let buf = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buf += dec.decode(value, { stream: true });
+    let cut;
+    while ((cut = buf.search(/\r?\n\r?\n/)) >= 0) {
+      const chunk = buf.slice(0, cut);
+      buf = buf.slice(cut).replace(/^\r?\n\r?\n/, "");
+      const data = chunk.split(/\r?\n/).filter((l) => l.startsWith("data:")).map((l) => l.slice(5).replace(/^ /, "")).join("\n");
+      if (data && onData(data) === false) {
+        reader.cancel().catch(() => {});
+        return;
+      }
+    }
+  }
+}
+
+/**
  * Follows an app's status stream (/events: {stage, errorMessage, build} at once and on every
- * change) with EventSource; returns the function that closes it. onFail(heard) runs once if
- * the stream breaks; heard=false means it never delivered (no EventSource, a 401 on a private
- * app, as EventSource sends no token, or a proxy that buffers): the caller's cue to poll.
+ * change); returns the function that closes it. Read with fetch rather than EventSource, so
+ * that it carries the token (private apps, --require-token hosts). onFail(heard) runs once if
+ * the stream ends or breaks; heard=false means it never delivered (a proxy that buffers, a
+ * refused token): the caller's cue to poll.
  */
 export function followStatus(encId, onStatus, onFail) {
-  if (!window.EventSource) {
-    setTimeout(() => onFail(false));
-    return () => {};
-  }
-  const es = new EventSource(`${ROOT}/api/spaces/${encId}/events`);
+  const ctl = new AbortController();
   let heard = false, over = false;
-  const close = () => { over = true; clearTimeout(silence); es.close(); };
+  const close = () => { over = true; clearTimeout(silence); ctl.abort(); };
   const fail = () => { if (!over) { close(); onFail(heard); } };
   // The host answers at once, so silence means something in between holds the stream back.
   const silence = setTimeout(fail, 4000);
-  es.onmessage = (e) => {
-    let s;
-    try { s = JSON.parse(e.data); } catch (err) { return; }
-    heard = true;
-    clearTimeout(silence);
-    if (!over) onStatus(s);
-  };
-  es.onerror = fail;
+  fetch(`${ROOT}/api/spaces/${encId}/events`,
+    { headers: authHeaders({ Accept: "text/event-stream" }), cache: "no-store", signal: ctl.signal })
+    .then((res) => {
+      if (!res.ok || !res.body) throw new Error(`events answered ${res.status}`);
+      return readEvents(res.body, (data) => {
+        if (over) return false;
+        let s;
+        try { s = JSON.parse(data); } catch (err) { return true; }
+        heard = true;
+        clearTimeout(silence);
+        onStatus(s);
+        return !over;
+      });
+    })
+    .then(fail, fail);
   return close;
 }
 

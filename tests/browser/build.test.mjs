@@ -3,9 +3,10 @@
 // card's badge shows "Building N%" moving, the app page a progress bar with bytes and files
 // moving, then both turn to Running without a reload. Both get those updates from the app's
 // /events stream (under the host's --root-path), not by polling the JSON API; a page whose
-// stream never answers (a proxy that buffers) polls instead. Debian's chromium through
+// stream never answers (a proxy that buffers) polls instead; a private app's page follows its
+// stream with the visitor's token. Debian's chromium through
 // playwright-core, as ui.test.mjs; SKIP (FAIL under CI=true) when either is missing.
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs";
 import http from "node:http";
@@ -75,6 +76,13 @@ const appDir = path.join(tmp, "apps/buildtest/slow");
 fs.mkdirSync(appDir, { recursive: true });
 fs.writeFileSync(path.join(appDir, "README.md"), "---\ntitle: Slow download\nsdk: lua\napp_file: app.lua\nmodels: [slow/model]\n---\n\n# Slow\n");
 fs.writeFileSync(path.join(appDir, "app.lua"), 'app.interface{fn=function(t) return t end, inputs={"text"}, outputs="text"}\n');
+// A private app naming the same model (one download for both): its stream needs the token.
+const secretDir = path.join(tmp, "apps/buildtest/secret");
+fs.mkdirSync(secretDir, { recursive: true });
+fs.writeFileSync(path.join(secretDir, "README.md"), "---\ntitle: Private download\nsdk: lua\napp_file: app.lua\nprivate: true\nmodels: [slow/model]\n---\n\n# Private\n");
+fs.writeFileSync(path.join(secretDir, "app.lua"), 'app.interface{fn=function(t) return t end, inputs={"text"}, outputs="text"}\n');
+const add = spawnSync(path.join(MS_BIN, "moonspace"), ["token", "add", "buildtest", "--data", path.join(tmp, "data")], { encoding: "utf8", timeout: 10000 });
+const token = (add.stdout || "").trim();
 let log = "";
 const ROOT_PATH = "/demo";
 const EVENTS = `${ROOT_PATH}/api/spaces/buildtest/slow/events`;
@@ -99,7 +107,7 @@ function track(page) {
   const t = { json: 0, events: [], ended: [] };
   page.on("request", (r) => {
     const u = new URL(r.url());
-    if (/^\/(demo\/)?api\/spaces(\/buildtest\/slow)?$/.test(u.pathname)) t.json++;
+    if (/^\/(demo\/)?api\/spaces(\/buildtest\/(slow|secret))?$/.test(u.pathname)) t.json++;
     if (u.pathname.endsWith("/events")) t.events.push(u.pathname);
   });
   const ended = (r) => { if (r.url().endsWith("/events")) t.ended.push(new URL(r.url()).pathname); };
@@ -165,6 +173,28 @@ try {
     pass("app page: the progress bar moves with the stream");
   } catch (e) {
     fail("app page", e.message);
+  }
+
+  // A private app's page: its stream carries the token (EventSource could not send one, and
+  // the page polled).
+  const secret = await browser.newPage();
+  secret.setDefaultTimeout(15000);
+  const xt = track(secret);
+  try {
+    if (!/^\S{16,}$/.test(token)) throw new Error(`moonspace token add failed (${add.status}): ${add.stderr}`);
+    await secret.addInitScript((t) => localStorage.setItem("moonspace-token", t), token);
+    await secret.goto(base + "/spaces/buildtest/secret");
+    await secret.waitForSelector(".build-progress .ptext");
+    const json = xt.json;
+    const seen = await distinct(() => secret.textContent(".build-progress .ptext"), PROGRESS, 3, noRate);
+    if (xt.json !== json) throw new Error(`the private page moved by polling: ${xt.json - json} JSON requests while it showed ${seen}`);
+    const stream = `${ROOT_PATH}/api/spaces/buildtest/secret/events`;
+    if (!xt.events.includes(stream)) throw new Error(`no ${stream} stream: ${xt.events}`);
+    pass("private app page: the stream carries the token");
+  } catch (e) {
+    fail("private app page", e.message);
+  } finally {
+    await secret.close().catch(() => {});
   }
 
   // A stream that never answers (a proxy that buffers it): the page polls instead.
