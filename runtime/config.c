@@ -212,6 +212,7 @@ const ms_gen_option *ms_gen_option_find(const char *key) {
 }
 
 int ms_gen_option_check(const ms_gen_option *o, double d, int integral, const char *what, char *err, size_t errlen) {
+	if (!o) return ms_errf(err, errlen, MS_EINVAL, "%s: not a sampling option", what);
 	if ((o->integer && !integral) || !(d >= o->lo && d <= o->hi))
 		return ms_errf(err, errlen, MS_ERANGE, "%s: %s must be %s in [%g, %g]", what, o->key,
 			       o->integer ? "an integer" : "a number", o->lo, o->hi);
