@@ -409,11 +409,26 @@ void ms_weighted_sum(float *out, const float *w, const float *v, int n, int dim,
 		for (int e = 0; e < dim; e++) out[e] += w[i] * v[(size_t)i * ldv + e];
 }
 
-/* Four rows at a time: q is loaded once for four dots, and their four sums are reduced
- * together. */
+/* Eight rows at a time: q is loaded once for eight dots, eight FMA chains keep both units
+ * busy (four left half their issue slots waiting on latency), and the sums are reduced
+ * together; then four, then one. */
 __attribute__((target("avx2,fma"))) static void dots_avx2(float *out, const float *q, const float *k, int n, int dim,
 							  size_t ldk, float scale) {
 	int p = 0;
+	for (; p + 8 <= n && dim % 8 == 0; p += 8) {
+		const float *k0 = k + (size_t)p * ldk;
+		__m256 a[8];
+		for (int r = 0; r < 8; r++) a[r] = _mm256_setzero_ps();
+		for (int e = 0; e < dim; e += 8) {
+			__m256 qv = _mm256_loadu_ps(q + e);
+			for (int r = 0; r < 8; r++) a[r] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + (size_t)r * ldk + e), a[r]);
+		}
+		/* each half: [lo-lane sums | hi-lane sums] of four rows; the lanes then add up */
+		__m256 h0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+		__m256 h1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
+		__m256 sum = _mm256_add_ps(_mm256_permute2f128_ps(h0, h1, 0x20), _mm256_permute2f128_ps(h0, h1, 0x31));
+		_mm256_storeu_ps(out + p, _mm256_mul_ps(sum, _mm256_set1_ps(scale)));
+	}
 	for (; p + 4 <= n && dim % 8 == 0; p += 4) {
 		const float *k0 = k + (size_t)p * ldk, *k1 = k0 + ldk, *k2 = k1 + ldk, *k3 = k2 + ldk;
 		__m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;

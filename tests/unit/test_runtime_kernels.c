@@ -107,15 +107,15 @@ TEST(softmax_silu_avx2) { check_softmax_silu(MS_KERNELS_AVX2); }
 TEST(softmax_silu_portable) { check_softmax_silu(MS_KERNELS_PORTABLE); }
 
 /* Attention's scores and weighted values against double precision: widths of a full 64,
- * a multiple of 8 and neither, 1 to 9 positions (groups of four and the rest). */
+ * a multiple of 8 and neither, 1 to 13 positions (groups of eight, of four, and the rest). */
 static void check_attention_kernels(int level) {
 	use_level(level);
 	int dims[] = {64, 128, 24, 13};
 	for (size_t di = 0; di < MS_ARRAY_LEN(dims); di++)
-		for (int n = 1; n <= 9; n++) {
+		for (int n = 1; n <= 13; n++) {
 			int dim = dims[di];
 			size_t ld = (size_t)dim + 3; /* rows apart, as in a cache */
-			float q[128], kv[9 * 131], w[9], out[131];
+			float q[128], kv[13 * 131], w[13], out[131];
 			for (int e = 0; e < dim; e++) q[e] = rnd();
 			for (size_t e = 0; e < (size_t)n * ld; e++) kv[e] = rnd();
 			for (int p = 0; p < n; p++) w[p] = rnd();
