@@ -218,6 +218,70 @@ static long status_kb(const char *key) {
 
 static int count_gen(void *ud, int32_t id) { return 0; }
 
+/* Aggregate tokens/s of S streams of o.max_new_tokens after 8-token prompts, stepped
+ * together (the model worker's batched path). */
+static double streams_tps(ms_model *m, const ms_gen_opts *o, int S, int vocab) {
+	ms_gen **g = calloc((size_t)S, sizeof *g);
+	int32_t p8[8];
+	for (int k = 0; k < S; k++) {
+		for (int i = 0; i < 8; i++) p8[i] = 1 + (int32_t)(((k + 1) * 131u + i * 7919u) % (unsigned)(vocab - 1));
+		ms_gen_new(m, p8, 8, o, NULL, NULL, NULL, &g[k]);
+		ms_gen_prefill(g[k]);
+	}
+	double t0 = ms_now_ms();
+	size_t toks = 0;
+	for (;;) {
+		int live = 0;
+		for (int k = 0; k < S; k++) live += !ms_gen_done(g[k]);
+		if (!live) break;
+		ms_gen_step_batch(g, (size_t)S, NULL);
+	}
+	double ms = ms_now_ms() - t0;
+	for (int k = 0; k < S; k++) {
+		toks += ms_gen_stats_of(g[k])->gen_tokens - 1; /* the first came from the prefill */
+		ms_gen_free(g[k]);
+	}
+	free(g);
+	return toks * 1000.0 / ms;
+}
+
+static int cmp_double(const void *a, const void *b) {
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
+/* Each run measures every count in `list` back to back, so that a count's ratio to one
+ * stream is taken under the same memory bandwidth (it drifts by tens of percent within a
+ * minute here, and one stream follows it while 16 are bound by arithmetic). A row: the
+ * best tokens/s, and the median of the runs' ratios to one stream. */
+#define MAX_COUNTS 8
+static void report_streams(ms_model *m, const ms_gen_opts *o, const shape *s, int th, const char *list, int runs) {
+	int counts[MAX_COUNTS], nc = 0, one = -1;
+	for (const char *sp = list; *sp && nc < MAX_COUNTS; sp = strchr(sp, ',') ? strchr(sp, ',') + 1 : "") {
+		int S = atoi(sp);
+		if (S < 1 || S > 256) continue;
+		if (S == 1) one = nc;
+		counts[nc++] = S;
+	}
+	double tps[MAX_COUNTS][5] = {{0}};
+	if (runs > 5) runs = 5;
+	for (int r = 0; r < runs; r++)
+		for (int c = 0; c < nc; c++) tps[c][r] = streams_tps(m, o, counts[c], s->vocab);
+	for (int c = 0; c < nc; c++) {
+		double best = 0, ratio[5];
+		for (int r = 0; r < runs; r++) {
+			best = tps[c][r] > best ? tps[c][r] : best;
+			ratio[r] = one >= 0 ? tps[c][r] / tps[one][r] : 0;
+		}
+		qsort(ratio, (size_t)runs, sizeof ratio[0], cmp_double);
+		printf("%-6s %3d   %2d streams: %8.1f tok/s aggregate", s->name, th, counts[c], best);
+		double med = runs % 2 ? ratio[runs / 2] : 0.5 * (ratio[runs / 2 - 1] + ratio[runs / 2]);
+		if (one >= 0 && c != one) printf(", %.1fx one stream (median of %d runs)", med, runs);
+		printf("\n");
+		fflush(stdout);
+	}
+}
+
 int main(int argc, char **argv) {
 	const char *shape_list = "15M,110M", *thread_list = "1,2", *dir = "/tmp/moonspace-bench", *streams = "1,4,16";
 	int n_prompt = 128, n_gen = 128, q8 = 0, runs = 5;
@@ -311,34 +375,7 @@ int main(int argc, char **argv) {
 			fflush(stdout);
 			free(prompt);
 			/* batched: S concurrent streams stepped together (the model worker's path) */
-			for (const char *sp = streams; *sp && th == atoi(thread_list + strlen(thread_list) - 1);
-			     sp = strchr(sp, ',') ? strchr(sp, ',') + 1 : "") {
-				int S = atoi(sp);
-				if (S < 1 || S > 256) continue;
-				ms_gen **g = calloc((size_t)S, sizeof *g);
-				int32_t p8[8];
-				for (int k = 0; k < S; k++) {
-					for (int i = 0; i < 8; i++) p8[i] = 1 + (int32_t)(((k + 1) * 131u + i * 7919u) % (unsigned)(s->vocab - 1));
-					ms_gen_new(m, p8, 8, &o, NULL, NULL, NULL, &g[k]);
-					ms_gen_prefill(g[k]);
-				}
-				double t0 = ms_now_ms();
-				size_t toks = 0;
-				for (;;) {
-					int live = 0;
-					for (int k = 0; k < S; k++) live += !ms_gen_done(g[k]);
-					if (!live) break;
-					ms_gen_step_batch(g, (size_t)S, NULL);
-				}
-				double ms = ms_now_ms() - t0;
-				for (int k = 0; k < S; k++) {
-					toks += ms_gen_stats_of(g[k])->gen_tokens - 1; /* the first came from the prefill */
-					ms_gen_free(g[k]);
-				}
-				free(g);
-				printf("%-6s %3d   %2d streams: %8.1f tok/s aggregate\n", s->name, th, S, toks * 1000.0 / ms);
-				fflush(stdout);
-			}
+			if (th == atoi(thread_list + strlen(thread_list) - 1)) report_streams(m, &o, s, th, streams, runs < 3 ? runs : 3);
 			ms_model_free(m);
 		}
 	}
