@@ -112,7 +112,9 @@ static void on_sock_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
 	int rc = 0;
 	while (!w->killed && (rc = ms_frame_next(&w->reader, &payload, &len)) == 1) {
 		json_error_t e;
-		json_t *msg = json_loadb(payload, len, JSON_REJECT_DUPLICATES, &e);
+		/* NUL is allowed: a model's text may hold U+0000 (Llama's <0x00> byte token), and
+		 * every string is carried with its length */
+		json_t *msg = json_loadb(payload, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &e);
 		if (!msg || !json_is_object(msg) || !json_is_string(json_object_get(msg, "t"))) {
 			json_decref(msg);
 			protocol_error(w, "a frame that is not a JSON object with a string \"t\"");

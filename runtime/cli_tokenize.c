@@ -122,18 +122,19 @@ int ms_cli_tokenize(int argc, char **argv) {
 	if (decode) {
 		int32_t *ids;
 		size_t n;
-		char *out = NULL;
+		ms_buf out; /* with its length: the text may hold U+0000 */
+		ms_buf_init(&out);
 		if (parse_ids(text, &ids, &n)) {
 			fprintf(stderr, "moonspace tokenize: --decode wants a JSON array of ids or space-separated ids\n");
 			rc = 2;
-		} else if (ms_tokenizer_decode(tok, ids, n, no_special, &out)) {
+		} else if (ms_tokenizer_decode_buf(tok, ids, n, no_special, &out)) {
 			fprintf(stderr, "moonspace tokenize: decoding failed\n");
 			rc = 1;
 		} else {
-			fwrite(out, 1, strlen(out), stdout);
+			fwrite(out.data ? out.data : "", 1, out.len, stdout);
 			fputc('\n', stdout);
 		}
-		free(out);
+		ms_buf_free(&out);
 		free(ids);
 	} else {
 		int32_t *ids;

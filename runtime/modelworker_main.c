@@ -344,13 +344,14 @@ static void quick_op(json_int_t id, const char *op, json_t *args) {
 		if (rc == 0) {
 			/* ids past the vocabulary are skipped by the decoder, as HF tokenizers do */
 			rc = json_ids(a, (json_int_t)INT32_MAX + 1, "detokenize: ids", &ids, &n, err, sizeof err);
-			char *text = NULL;
+			ms_buf text;
+			ms_buf_init(&text);
 			/* special tokens dropped unless asked for ("special": true), as m:detokenize documents */
 			int keep = json_is_true(json_object_get(args, "special"));
-			if (rc == 0) rc = ms_tokenizer_decode(tokenizer(), ids, n, !keep, &text);
-			if (rc == 0) result = json_string(text ? text : "");
+			if (rc == 0) rc = ms_tokenizer_decode_buf(tokenizer(), ids, n, !keep, &text);
+			if (rc == 0) result = json_stringn(text.data ? text.data : "", text.len);
 			else if (!err[0]) ms_errf(err, sizeof err, rc, "detokenize: %s", ms_strerror(rc));
-			free(text);
+			ms_buf_free(&text);
 		}
 	} else if (strcmp(op, "logits") == 0) {
 		/* the next-token logits after a text (or "ids"), as a list of vocab floats */

@@ -35,6 +35,10 @@ int ms_tokenizer_encode_pair(const ms_tokenizer *tok, const char *a, size_t alen
  * sequences become U+FFFD, as in transformers. */
 int ms_tokenizer_decode(const ms_tokenizer *tok, const int32_t *ids, size_t n_ids, int skip_special,
 			char **text);
+/* The same, appended to out with its length: the text may hold U+0000 (a <0x00> byte
+ * token), which a C string would cut short. */
+int ms_tokenizer_decode_buf(const ms_tokenizer *tok, const int32_t *ids, size_t n_ids, int skip_special,
+			    ms_buf *out);
 
 size_t ms_tokenizer_vocab_size(const ms_tokenizer *tok);
 /* -1 when the tokenizer has none. */

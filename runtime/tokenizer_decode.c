@@ -304,6 +304,12 @@ int tk_decode_tokens(const ms_tokenizer *tok, const int32_t *ids, size_t n, int 
 	return rc;
 }
 
+int ms_tokenizer_decode_buf(const ms_tokenizer *tok, const int32_t *ids, size_t n_ids, int skip_special,
+			    ms_buf *out) {
+	if (!tok || !out || (!ids && n_ids)) return MS_EINVAL;
+	return tk_decode_tokens(tok, ids, n_ids, skip_special, out);
+}
+
 int ms_tokenizer_decode(const ms_tokenizer *tok, const int32_t *ids, size_t n_ids, int skip_special, char **text) {
 	if (!tok || !text || (!ids && n_ids)) return MS_EINVAL;
 	ms_buf b;

@@ -122,7 +122,7 @@ int ms_frame_read_json_fd(int fd, json_t **msg, size_t max) {
 	int rc = ms_frame_read_fd(fd, &b, max);
 	if (!rc) {
 		json_error_t e;
-		json_t *j = json_loadb(b.data, b.len, 0, &e);
+		json_t *j = json_loadb(b.data, b.len, JSON_ALLOW_NUL, &e);
 		if (!j || !json_is_object(j)) {
 			json_decref(j);
 			rc = MS_EPROTO;
@@ -169,7 +169,7 @@ int ms_frame_read_next_json(int fd, ms_frame_reader *r, const volatile sig_atomi
 	*msg = NULL;
 	int rc = ms_frame_read_next(fd, r, stop, &p, &n);
 	if (rc < 0) return rc;
-	json_t *j = json_loadb(p, n, 0, NULL);
+	json_t *j = json_loadb(p, n, JSON_ALLOW_NUL, NULL);
 	if (!j || !json_is_object(j)) {
 		json_decref(j);
 		return MS_EPROTO;

@@ -41,6 +41,16 @@ s.test("raw logits match transformers'", async ({ host }) => {
   assert(worst < 1e-4, "max difference " + worst);
 });
 
+// Llama's byte token <0x00> decodes to U+0000, which a random model may well sample: the
+// model worker, the host and the app worker must carry it (a frame holding "\u0000" once
+// failed to parse, and the host killed the model worker for a protocol violation).
+s.test("text holding U+0000 travels from the model to the client", async ({ host }) => {
+  const r = await run(host, "test/story", "detok", [[3, 72, 3]]); // <0x00> <0x45>... as ids
+  assertEq(r.status, 200, JSON.stringify(r.body));
+  assert(r.body.data[0].includes("\u0000"), JSON.stringify(r.body.data[0]));
+  assertEq((await run(host, "test/story", "predict", ["Once upon a time", 3])).status, 200, "the model worker still serves");
+});
+
 s.test("classify, embed and tokenize", async ({ host }) => {
   const c = await run(host, "test/nlp", "classify", ["I love this!"]);
   assertEq(c.status, 200, JSON.stringify(c.body));
@@ -205,6 +215,7 @@ app.interface{fn=function(prompt, n)
   for piece in m:generate(prompt, {max_new_tokens=n, temperature=0}) do out = out .. piece; coroutine.yield(out) end
   return out end, inputs={"text", "number"}, outputs="text"}
 app.interface{api_name="logits", fn=function(ids) return m:logits(ids) end, inputs={"json"}, outputs="json"}
+app.interface{api_name="detok", fn=function(ids) return m:detokenize(ids) end, inputs={"json"}, outputs="text"}
 app.interface{api_name="stop", fn=function(prompt, n)
   local out = prompt
   for piece in m:generate(prompt, {max_new_tokens=n, temperature=0, stop={"Lily"}}) do out = out .. piece end

@@ -523,6 +523,10 @@ TEST(cli_tokenize) {
 	CHECK_STR(out, "[CLS] hello world [SEP]\n");
 	CHECK_INT(run_cli((char *[]){"moonspace", "tokenize", bert, "--decode", "101 7592 2088 102", "--no-special", NULL}, out, sizeof out), 0);
 	CHECK_STR(out, "hello world\n");
+	/* Llama's byte tokens <0x00> <0x45> <0x00>: "\0E\0", not cut short at the first NUL */
+	memset(out, 'x', 8);
+	CHECK_INT(run_cli((char *[]){"moonspace", "tokenize", llama, "--decode", "[3, 72, 3]", NULL}, out, sizeof out), 0);
+	CHECK(!memcmp(out, "\0E\0\n", 5));
 	CHECK_INT(run_cli((char *[]){"moonspace", "tokenize", "--help", NULL}, out, sizeof out), 0);
 	CHECK(strstr(out, "usage: moonspace tokenize") != NULL);
 	CHECK(run_cli((char *[]){"moonspace", "tokenize", "/nonexistent", "x", NULL}, out, sizeof out) != 0);
