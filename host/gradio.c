@@ -49,9 +49,17 @@ static ms_app *route_app(ms_host *h, ms_http_req *req, char **args, int need_run
 	return app;
 }
 
+/* NUL is allowed, as in any JSON string ("a\u0000b"): inputs reach the app with their
+ * length. A body that is not JSON says where it broke. */
 static json_t *parse_body(ms_http_req *req) {
 	json_error_t e;
-	json_t *j = json_loadb(req->body, req->body_len, 0, &e);
+	json_t *j = json_loadb(req->body, req->body_len, JSON_ALLOW_NUL, &e);
+	if (!j) {
+		char msg[300];
+		snprintf(msg, sizeof msg, "The request body is not valid JSON: %s (line %d, column %d).", e.text, e.line, e.column);
+		respond_detail(req, 400, msg);
+		return NULL;
+	}
 	if (!json_is_object(j)) {
 		json_decref(j);
 		respond_detail(req, 400, "The request body must be a JSON object.");

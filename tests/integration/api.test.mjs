@@ -101,6 +101,12 @@ s.test("invalid inputs get 422 with the parameter named", async ({ host }) => {
   assertEq(r2.status, 422);
   const r3 = await fetch(host.url + "/spaces/moonspace/hello/gradio_api/run/predict", { method: "POST", body: "{not json" });
   assertEq(r3.status, 400);
+  const b3 = await r3.json();
+  assert(/not valid JSON: .* \(line 1, column \d+\)/.test(b3.detail), "says where it broke: " + b3.detail);
+  // a JSON string may hold U+0000; it reaches the app and comes back whole
+  const r4 = await post(host.url + "/spaces/moonspace/hello/gradio_api/run/predict", { data: ["Wor\u0000ld", 1] });
+  assertEq(r4.status, 200, JSON.stringify(await r4.clone().json()));
+  assertEq((await r4.json()).data, ["Hello, Wor\u0000ld!"]);
 });
 
 s.test("call/{api} then GET the curl-style event stream", async ({ host }) => {
