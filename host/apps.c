@@ -130,7 +130,16 @@ static void on_aw_timer_closed(uv_handle_t *h) {
 	ms_app *app = aw->app;
 	ms_appsrc_unref(aw->src);
 	free(aw);
+	app->closing_workers--;
 	maybe_free_app(app);
+}
+
+/* A worker's last handle closes a loop iteration after its exit is reported (that comes
+ * from a close callback): until then the app must outlive it, even if it is removed in
+ * between (it was freed first, and this callback then wrote into it). */
+static void close_worker(ms_app_worker *aw) {
+	aw->app->closing_workers++;
+	uv_close((uv_handle_t *)&aw->deadline, on_aw_timer_closed);
 }
 
 static void send_to_worker(ms_app_worker *aw, json_t *msg) {
@@ -286,7 +295,7 @@ static void on_worker_exit(ms_worker *w, int64_t status, int sig, const char *re
 		app->restart_pending = 1;
 		uv_timer_start(&app->restart_timer, on_restart_timer, app->backoff_ms, 0);
 	}
-	uv_close((uv_handle_t *)&aw->deadline, on_aw_timer_closed);
+	close_worker(aw);
 	if (!app->restart_pending) dispatch(app);
 }
 
@@ -469,7 +478,7 @@ static void spawn_worker(ms_app *app) {
 	if (ms_worker_spawn(h->loop, &opts, &cbs, aw, &aw->proc, err, sizeof err)) {
 		ms_app_log(app, "[moonspace] %s", err);
 		set_stage(app, MS_STAGE_RUNTIME_ERROR, err);
-		uv_close((uv_handle_t *)&aw->deadline, on_aw_timer_closed);
+		close_worker(aw);
 		return;
 	}
 	app->workers[app->n_workers++] = aw;
@@ -775,7 +784,7 @@ static void on_app_timer_closed(uv_handle_t *h) {
 }
 
 static void maybe_free_app(ms_app *app) {
-	if (!app->removed || app->n_workers > 0 || app->running > 0) return;
+	if (!app->removed || app->n_workers > 0 || app->closing_workers > 0 || app->running > 0) return;
 	ms_host *h = app->host;
 	for (ms_app **p = &h->apps; *p; p = &(*p)->next)
 		if (*p == app) {

@@ -78,6 +78,7 @@ struct ms_app {
 
 	ms_app_worker *workers[MS_APP_MAX_WORKERS];
 	int n_workers;
+	int closing_workers;  /* gone from workers[], their timers still closing: they point here */
 	int starting;         /* workers spawned but not ready */
 	int start_waiting;    /* wants a worker but the host-wide start limit was reached */
 
