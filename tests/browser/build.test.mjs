@@ -134,6 +134,18 @@ async function distinct(text, re, want, strip = (t) => t) {
 const PROGRESS = /^Downloading models: [\d.]+ [kM]?B of 6\.3 MB · [01]\/2 files/;
 const noRate = (t) => t.replace(/ · [\d.]+ [kM]?B\/s$/, "");
 
+// Opens app `id`'s page (tracked by t) and checks its progress bar moves with the app's
+// /events stream, with no JSON request in the meantime.
+async function progressFromStream(page, t, id) {
+  await page.goto(`${base}/spaces/${id}`);
+  await page.waitForSelector(".build-progress .ptext");
+  const json = t.json;
+  const seen = await distinct(() => page.textContent(".build-progress .ptext"), PROGRESS, 3, noRate);
+  if (t.json !== json) throw new Error(`${id}'s page moved by polling: ${t.json - json} JSON requests while it showed ${seen}`);
+  const stream = `${ROOT_PATH}/api/spaces/${id}/events`;
+  if (!t.events.includes(stream)) throw new Error(`no ${stream} stream: ${t.events}`);
+}
+
 let browser, profile;
 try {
   if (!base) throw new Error("the host did not start: " + log.slice(-1000));
@@ -162,12 +174,7 @@ try {
   page.setDefaultTimeout(15000);
   const pt = track(page);
   try {
-    await page.goto(base + "/spaces/buildtest/slow");
-    await page.waitForSelector(".build-progress .ptext");
-    const json = pt.json;
-    const seen = await distinct(() => page.textContent(".build-progress .ptext"), PROGRESS, 3, noRate);
-    if (pt.json !== json) throw new Error(`the page moved by polling: ${pt.json - json} JSON requests while it showed ${seen}`);
-    if (!pt.events.includes(EVENTS)) throw new Error(`no ${EVENTS} stream: ${pt.events}`);
+    await progressFromStream(page, pt, "buildtest/slow");
     const stage = await page.textContent("#stage");
     if (!/^Building \d+%$/.test(stage)) throw new Error(`page badge ${JSON.stringify(stage)}`);
     pass("app page: the progress bar moves with the stream");
@@ -183,13 +190,7 @@ try {
   try {
     if (!/^\S{16,}$/.test(token)) throw new Error(`moonspace token add failed (${add.status}): ${add.stderr}`);
     await secret.addInitScript((t) => localStorage.setItem("moonspace-token", t), token);
-    await secret.goto(base + "/spaces/buildtest/secret");
-    await secret.waitForSelector(".build-progress .ptext");
-    const json = xt.json;
-    const seen = await distinct(() => secret.textContent(".build-progress .ptext"), PROGRESS, 3, noRate);
-    if (xt.json !== json) throw new Error(`the private page moved by polling: ${xt.json - json} JSON requests while it showed ${seen}`);
-    const stream = `${ROOT_PATH}/api/spaces/buildtest/secret/events`;
-    if (!xt.events.includes(stream)) throw new Error(`no ${stream} stream: ${xt.events}`);
+    await progressFromStream(secret, xt, "buildtest/secret");
     pass("private app page: the stream carries the token");
   } catch (e) {
     fail("private app page", e.message);
