@@ -311,10 +311,10 @@ int ms_tokenizer_decode_buf(const ms_tokenizer *tok, const int32_t *ids, size_t 
 }
 
 int ms_tokenizer_decode(const ms_tokenizer *tok, const int32_t *ids, size_t n_ids, int skip_special, char **text) {
-	if (!tok || !text || (!ids && n_ids)) return MS_EINVAL;
+	if (!text) return MS_EINVAL;
 	ms_buf b;
 	ms_buf_init(&b);
-	int rc = tk_decode_tokens(tok, ids, n_ids, skip_special, &b);
+	int rc = ms_tokenizer_decode_buf(tok, ids, n_ids, skip_special, &b);
 	if (rc) { ms_buf_free(&b); return rc; }
 	*text = ms_buf_steal(&b);
 	return 0;
